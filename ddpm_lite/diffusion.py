@@ -1,0 +1,377 @@
+"""Gaussian diffusion (Ho et al. 2020): the forward process, its posterior, the reverse process and the losses.
+
+The vocabulary is improved-diffusion's (Nichol & Dhariwal 2021), which follows the paper: ``x_start`` is x_0,
+``x_t`` the noised sample, ``eps`` the noise, ``q_*`` the fixed forward process, ``p_*`` the learned reverse
+process. A "model" is any callable ``model(x_t, t) -> tensor``; this module never imports a network.
+
+Time-step convention: ``t`` is an int64 tensor of shape (B,) with values 0 ... T-1; index 0 is the paper's
+t = 1 and index T-1 is the paper's t = T. Data may be images (B, C, H, W) or points (B, D).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal
+
+import torch
+
+from .losses import discretized_gaussian_log_likelihood, mean_flat, nats_to_bits_per_dim, normal_kl
+from .schedules import NoiseSchedule, extract
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ModelMeanType = Literal["eps", "x_start", "v", "mu"]
+ModelVarType = Literal["fixed_small", "fixed_large", "learned_range"]
+LossType = Literal["simple", "vlb", "hybrid"]
+MODEL_MEAN_TYPES: tuple[str, ...] = ("eps", "x_start", "v", "mu")
+MODEL_VAR_TYPES: tuple[str, ...] = ("fixed_small", "fixed_large", "learned_range")
+LOSS_TYPES: tuple[str, ...] = ("simple", "vlb", "hybrid")
+
+
+def _check_choice(what: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"unknown {what} {value!r}; use one of {options}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Everything that defines a :class:`GaussianDiffusion`; checkpoints and the CLI store this."""
+
+    schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    num_timesteps: int = 1000  # T
+    model_mean_type: str = "eps"  # what the network predicts: "eps", "x_start", "v" or "mu" (= \tilde\mu_t)
+    model_var_type: str = "fixed_small"  # sigma_t^2: "fixed_small" (\tilde\beta_t), "fixed_large" (\beta_t), "learned_range"
+    loss_type: str = "simple"  # "simple" (L_simple), "vlb" (the true bound), "hybrid" (L_simple + lambda L_vlb)
+    data_bins: int = 256  # grey levels of the data, for the decoder L_0: 256 for 8-bit images, 17 for digits
+
+    def __post_init__(self):
+        _check_choice("model_mean_type", self.model_mean_type, MODEL_MEAN_TYPES)
+        _check_choice("model_var_type", self.model_var_type, MODEL_VAR_TYPES)
+        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.model_var_type == "learned_range" and self.loss_type == "simple":
+            raise ValueError("a learned variance gets no gradient from L_simple; use loss_type 'hybrid' or 'vlb'")
+
+
+class GaussianDiffusion:
+    """The DDPM forward and reverse processes for one noise schedule.
+
+    Args:
+        betas: (T,) the forward variances beta_1 ... beta_T (converted to float64), or a :class:`NoiseSchedule`.
+        model_mean_type, model_var_type, loss_type, data_bins: as in :class:`DiffusionConfig`.
+    """
+
+    def __init__(
+        self,
+        betas,
+        *,
+        model_mean_type: ModelMeanType = "eps",
+        model_var_type: ModelVarType = "fixed_small",
+        loss_type: LossType = "simple",
+        data_bins: int = 256,
+    ):
+        self.schedule = betas if isinstance(betas, NoiseSchedule) else NoiseSchedule.from_betas(betas)
+        # Validate the choices through the config (the one place the valid options are listed).
+        DiffusionConfig(
+            num_timesteps=self.schedule.num_timesteps,
+            model_mean_type=model_mean_type,
+            model_var_type=model_var_type,
+            loss_type=loss_type,
+            data_bins=data_bins,
+        )
+        self.model_mean_type = model_mean_type
+        self.model_var_type = model_var_type
+        self.loss_type = loss_type
+        self.data_bins = data_bins
+        # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
+        self._log_betas_clipped = torch.cat([self.schedule.posterior_variance[1:2], self.schedule.betas[1:]]).log()
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> "GaussianDiffusion":
+        kwargs = asdict(config)
+        schedule = NoiseSchedule.from_name(kwargs.pop("schedule"), kwargs.pop("num_timesteps"))
+        return cls(schedule, **kwargs)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    @property
+    def learns_sigma(self) -> bool:
+        """True when the model outputs 2x the data channels (mean output, then variance interpolation v)."""
+        return self.model_var_type == "learned_range"
+
+    def _c(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The schedule's coefficient ``name`` at t, shaped to broadcast against x."""
+        return extract(getattr(self.schedule, name), t, x)
+
+    # ------------------------------------------------------------------ forward process q
+    def q_sample_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of the forward chain, Ho et al. eq. (2): x_t ~ q(x_t | x_{t-1}) = N(sqrt(1-beta_t) x_{t-1}, beta_t I).
+
+        x_prev: (B, ...) is x_{t-1}; t: (B,) -> x_t: (B, ...).
+        """
+        if noise is None:
+            noise = torch.randn_like(x_prev)
+        beta_t = self._c("betas", t, x_prev)
+        return (1.0 - beta_t).sqrt() * x_prev + beta_t.sqrt() * noise
+
+    def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
+        """Ho et al. eq. (4): q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I).
+
+        Returns (mean (B, ...), variance (B, 1, ...), log_variance (B, 1, ...)).
+        """
+        mean = self._c("sqrt_alphas_cumprod", t, x_start) * x_start
+        variance = 1.0 - self._c("alphas_cumprod", t, x_start)
+        return mean, variance, variance.log()
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample q(x_t | x_0) in one step, by reparameterisation (Ho et al. eq. (4) and Algorithm 1, line 5):
+
+            x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   eps ~ N(0, I).
+
+        x_start: (B, ...); t: (B,); noise: like x_start or None -> x_t: (B, ...).
+        """
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        if noise.shape != x_start.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} must equal x_start shape {tuple(x_start.shape)}")
+        return self._c("sqrt_alphas_cumprod", t, x_start) * x_start + self._c(
+            "sqrt_one_minus_alphas_cumprod", t, x_start
+        ) * noise
+
+    def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        """The forward-process posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde_t, beta_tilde_t I), Ho et al. eqs. (6)-(7):
+
+            mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+            beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+
+        Returns (mean (B, ...), variance (B, 1, ...), log_variance_clipped (B, 1, ...)).
+        """
+        mean = self._c("posterior_mean_coef1", t, x_t) * x_start + self._c("posterior_mean_coef2", t, x_t) * x_t
+        return mean, self._c("posterior_variance", t, x_t), self._c("posterior_log_variance_clipped", t, x_t)
+
+    # ------------------------------------------------------------------ conversions between eps, x_0, v and mu
+    def predict_x_start_from_eps(self, x_t, t, eps):
+        """Invert eq. (4): x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        return self._c("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self._c("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+
+    def predict_eps_from_x_start(self, x_t, t, x_start):
+        """eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+        return (self._c("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x_start) / self._c(
+            "sqrt_recipm1_alphas_cumprod", t, x_t
+        )
+
+    def get_v(self, x_start, t, eps):
+        """The velocity target of Salimans & Ho 2022: v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0."""
+        return self._c("sqrt_alphas_cumprod", t, x_start) * eps - self._c(
+            "sqrt_one_minus_alphas_cumprod", t, x_start
+        ) * x_start
+
+    def predict_x_start_from_v(self, x_t, t, v):
+        """x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
+        return self._c("sqrt_alphas_cumprod", t, x_t) * x_t - self._c("sqrt_one_minus_alphas_cumprod", t, x_t) * v
+
+    def predict_x_start_from_mu(self, x_t, t, mu):
+        """Invert eq. (7) for x_0: x_0 = (mu_tilde - coef2 x_t) / coef1."""
+        return (mu - self._c("posterior_mean_coef2", t, x_t) * x_t) / self._c("posterior_mean_coef1", t, x_t)
+
+    def mean_from_eps(self, x_t, t, eps):
+        """Ho et al. eq. (11), the line of Algorithm 2: mu_theta = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
+
+        Equal to ``q_posterior_mean_variance(predict_x_start_from_eps(x_t, t, eps), x_t, t)[0]`` (tested).
+        """
+        return (x_t - self._c("betas", t, x_t) / self._c("sqrt_one_minus_alphas_cumprod", t, x_t) * eps) / self._c(
+            "alphas", t, x_t
+        ).sqrt()
+
+    def eps_loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """lambda_t of Ho et al. eq. (12): L_{t-1} - C = lambda_t E||eps - eps_theta||^2 per dimension, for a fixed sigma_t^2.
+
+            lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))
+
+        L_simple (eq. (14)) sets lambda_t = 1. t: (B,) -> (B,) float64. Needs a fixed variance.
+        """
+        if self.learns_sigma:
+            raise ValueError("lambda_t needs a fixed variance; this diffusion learns sigma_t")
+        s = self.schedule
+        log_variance = s.posterior_log_variance_clipped if self.model_var_type == "fixed_small" else self._log_betas_clipped
+        index = t.detach().cpu().long()
+        return (s.betas**2 / (2 * log_variance.exp() * s.alphas * (1 - s.alphas_cumprod)))[index]
+
+    # ------------------------------------------------------------------ reverse process p_theta
+    def split_model_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
+        """(mean output, variance output or None): a learned-range model outputs 2C channels on dim 1."""
+        if self.learns_sigma:
+            expected = (x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:])
+            if tuple(model_output.shape) != expected:
+                raise ValueError(f"a learned-variance model must output {expected}, got {tuple(model_output.shape)}")
+            return model_output.chunk(2, dim=1)
+        if model_output.shape != x_t.shape:
+            raise ValueError(f"the model must output x_t's shape {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
+        return model_output, None
+
+    def p_variance(self, x_t: torch.Tensor, t: torch.Tensor, var_output: torch.Tensor | None = None):
+        """Sigma_theta(x_t, t) = sigma_t^2 I: (variance, log_variance), each broadcastable to x_t.
+
+        fixed_small: sigma_t^2 = beta_tilde_t; fixed_large: sigma_t^2 = beta_t (Ho et al. Sec. 3.2; at t = 1 the
+        decoder uses beta_tilde_2 instead, as improved-diffusion does, so that L_0 stays finite);
+        learned_range: log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t with v = (output + 1) / 2
+        (Nichol & Dhariwal 2021, eq. (15)).
+        """
+        if self.model_var_type == "fixed_small":
+            return self._c("posterior_variance", t, x_t), self._c("posterior_log_variance_clipped", t, x_t)
+        max_log = extract(self._log_betas_clipped, t, x_t)
+        if self.model_var_type == "fixed_large":
+            return max_log.exp(), max_log
+        min_log = self._c("posterior_log_variance_clipped", t, x_t)
+        frac = (var_output + 1) / 2
+        log_variance = frac * max_log + (1 - frac) * min_log
+        return log_variance.exp(), log_variance
+
+    def p_mean_variance(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False):
+        """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), Sigma_theta(x_t, t)), Ho et al. eq. (1).
+
+        The model's output is read according to ``model_mean_type``; the predicted x_0 is clipped to [-1, 1]
+        when ``clip_denoised`` (then mu is the posterior mean of the clipped x_0).
+        x_t: (B, ...); t: (B,). Returns a dict of (B, ...) tensors: mean, variance, log_variance,
+        pred_x_start, pred_eps, model_output.
+        """
+        model_output = model(x_t, t).to(x_t.dtype)
+        mean_output, var_output = self.split_model_output(model_output, x_t)
+        variance, log_variance = self.p_variance(x_t, t, var_output)
+        if self.model_mean_type == "eps":
+            pred_x_start = self.predict_x_start_from_eps(x_t, t, mean_output)
+        elif self.model_mean_type == "x_start":
+            pred_x_start = mean_output
+        elif self.model_mean_type == "v":
+            pred_x_start = self.predict_x_start_from_v(x_t, t, mean_output)
+        else:  # "mu"
+            pred_x_start = self.predict_x_start_from_mu(x_t, t, mean_output)
+        if clip_denoised:
+            pred_x_start = pred_x_start.clamp(-1, 1)
+        if self.model_mean_type == "mu" and not clip_denoised:
+            mean = mean_output
+        else:
+            mean, _, _ = self.q_posterior_mean_variance(pred_x_start, x_t, t)
+        pred_eps = self.predict_eps_from_x_start(x_t, t, pred_x_start)
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_x_start": pred_x_start,
+            "pred_eps": pred_eps,
+            "model_output": model_output,
+        }
+
+    # ------------------------------------------------------------------ the variational bound, term by term
+    def prior_bpd(self, x_start: torch.Tensor) -> torch.Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension: (B, ...) -> (B,). No parameters: a constant."""
+        t = torch.full((x_start.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x_start.device)
+        mean, _, log_variance = self.q_mean_variance(x_start, t)
+        kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(log_variance))
+        return mean_flat(kl) / torch.log(torch.tensor(2.0))
+
+    def vb_terms_bpd(
+        self, model: Model, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False,
+        out: dict | None = None,
+    ) -> dict:
+        """One term of the bound per sample, in bits per dimension (Ho et al. eq. (5)):
+
+            L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))   for t > 0 (paper's t >= 2)
+            L_0     = -log p_theta(x_0 | x_1)  (discretized decoder, eq. (13))  for t == 0
+
+        ``out`` may pass an already computed ``p_mean_variance`` dict. Returns {"output": (B,), "pred_x_start": ...}.
+        """
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
+        if out is None:
+            out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
+        decoder_nll = -mean_flat(
+            discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"], self.data_bins)
+        )
+        log2 = torch.log(torch.tensor(2.0))
+        output = torch.where(t == 0, decoder_nll, kl) / log2
+        return {"output": output, "pred_x_start": out["pred_x_start"]}
+
+    @torch.no_grad()
+    def calc_bpd_loop(
+        self, model: Model, x_start: torch.Tensor, clip_denoised: bool = False, generator: torch.Generator | None = None
+    ) -> dict:
+        """The whole bound -log p(x_0) <= L_T + sum_t L_{t-1} + L_0 for a batch, in bits per dimension.
+
+        Runs the model once per time step (T evaluations). x_start: (B, ...) on the data grid.
+        Returns total_bpd (B,), prior_bpd (B,), vb (B, T) with vb[:, t] the term at index t, and
+        x_start_mse, eps_mse (B, T).
+        """
+        batch = x_start.shape[0]
+        vb, x_start_mse, eps_mse = [], [], []
+        for index in reversed(range(self.num_timesteps)):
+            t = torch.full((batch,), index, dtype=torch.long, device=x_start.device)
+            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            x_t = self.q_sample(x_start, t, noise=noise)
+            out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
+            terms = self.vb_terms_bpd(model, x_start, x_t, t, out=out)
+            vb.append(terms["output"])
+            x_start_mse.append(mean_flat((out["pred_x_start"] - x_start) ** 2))
+            eps_mse.append(mean_flat((out["pred_eps"] - noise) ** 2))
+        vb = torch.stack(vb[::-1], dim=1)
+        prior = self.prior_bpd(x_start)
+        return {
+            "total_bpd": vb.sum(dim=1) + prior,
+            "prior_bpd": prior,
+            "vb": vb,
+            "x_start_mse": torch.stack(x_start_mse[::-1], dim=1),
+            "eps_mse": torch.stack(eps_mse[::-1], dim=1),
+        }
+
+    # ------------------------------------------------------------------ training losses
+    def sample_timesteps(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Algorithm 1, line 3: t ~ Uniform({1, ..., T}), i.e. indices 0 ... T-1: (B,) int64."""
+        return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
+
+    def training_target(self, x_start, x_t, t, noise) -> torch.Tensor:
+        """What the network regresses for ``model_mean_type``: eps, x_0, v or mu_tilde: (B, ...)."""
+        if self.model_mean_type == "eps":
+            return noise
+        if self.model_mean_type == "x_start":
+            return x_start
+        if self.model_mean_type == "v":
+            return self.get_v(x_start, t, noise)
+        return self.q_posterior_mean_variance(x_start, x_t, t)[0]
+
+    def training_losses(
+        self,
+        model: Model,
+        x_start: torch.Tensor,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict:
+        """Per-sample training losses for one batch (Algorithm 1).
+
+        loss_type "simple": L_simple = ||target - model output||^2 averaged over dimensions (Ho et al. eq. (14)),
+        where target is eps (the paper's choice), x_0, v or mu_tilde. "vlb": T * L_{t-1}, an unbiased estimate of
+        sum_t L_{t-1} (the true bound less the constant L_T), in bits/dim. "hybrid": L_simple + T/1000 * L_{t-1}
+        with the mean frozen in L_{t-1}, so the bound trains only the variance (Nichol & Dhariwal 2021, Sec. 3.1).
+
+        x_start: (B, ...); t: (B,) or None (drawn uniformly); noise: like x_start or None.
+        Returns a dict of (B,) tensors: "loss", "mse" (if computed), "vlb" (if computed), and "t".
+        """
+        if t is None:
+            t = self.sample_timesteps(x_start.shape[0], x_start.device, generator)
+        if noise is None:
+            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+        x_t = self.q_sample(x_start, t, noise=noise)
+        terms = {"t": t}
+        if self.loss_type == "vlb":
+            terms["vlb"] = self.vb_terms_bpd(model, x_start, x_t, t)["output"]
+            terms["loss"] = terms["vlb"] * self.num_timesteps
+            return terms
+        model_output = model(x_t, t).to(x_t.dtype)  # a bf16-autocast model's output is cast back
+        mean_output, var_output = self.split_model_output(model_output, x_t)
+        terms["mse"] = mean_flat((self.training_target(x_start, x_t, t, noise) - mean_output) ** 2)
+        terms["loss"] = terms["mse"]
+        if self.loss_type == "hybrid":
+            # The bound sees a frozen copy of the mean output: only the variance learns from it.
+            frozen = torch.cat([mean_output.detach(), var_output], dim=1) if self.learns_sigma else mean_output.detach()
+            terms["vlb"] = self.vb_terms_bpd(lambda *_: frozen, x_start, x_t, t)["output"]
+            terms["loss"] = terms["loss"] + terms["vlb"] * self.num_timesteps / 1000.0
+        return terms

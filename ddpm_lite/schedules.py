@@ -1,0 +1,139 @@
+"""Noise schedules: the fixed variances beta_1 ... beta_T of the forward process.
+
+Everything here is computed in float64 (as improved-diffusion does: "use float64 for accuracy") and kept in
+float64; :func:`extract` casts one entry per sample to the dtype of the data when the math needs it.
+
+Time-step convention of the whole package: ``t`` is an int64 tensor of shape (B,) with values 0 ... T-1,
+and index 0 is the paper's t = 1. So ``schedule.betas[0]`` is the paper's beta_1 and ``betas[T-1]`` is beta_T.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+ScheduleName = Literal["linear", "cosine"]
+SCHEDULE_NAMES: tuple[str, ...] = ("linear", "cosine")
+
+
+def linear_beta_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Ho et al. 2020, Sec. 4: beta_t rises linearly from beta_1 = 1e-4 to beta_T = 0.02 (for T = 1000).
+
+    For other T the end points are rescaled by 1000 / T (improved-diffusion's convention), so that the total
+    amount of noise added stays comparable; for very short chains (T <= 20) betas are clipped at 0.999.
+    Returns betas: (T,) float64.
+    """
+    _check_num_timesteps(num_timesteps)
+    scale = 1000 / num_timesteps
+    betas = torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
+    return betas.clamp(max=0.999)
+
+
+def cosine_beta_schedule(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, eq. (17): alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2).
+
+    beta_t = 1 - alpha_bar(t) / alpha_bar(t-1), clipped at ``max_beta`` to avoid a singularity at t = T.
+    Returns betas: (T,) float64.
+    """
+    _check_num_timesteps(num_timesteps)
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(max=max_beta)
+
+
+def get_beta_schedule(name: str, num_timesteps: int = 1000) -> torch.Tensor:
+    """The betas of a named schedule ("linear" or "cosine"): (T,) float64."""
+    if name == "linear":
+        return linear_beta_schedule(num_timesteps)
+    if name == "cosine":
+        return cosine_beta_schedule(num_timesteps)
+    raise ValueError(f"unknown beta schedule {name!r}; use one of {SCHEDULE_NAMES}")
+
+
+def _check_num_timesteps(num_timesteps: int) -> None:
+    if not isinstance(num_timesteps, int) or num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
+
+
+def check_betas(betas) -> torch.Tensor:
+    """Validate betas (1-D, every 0 < beta_t < 1) and return them as a float64 tensor."""
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    if betas.ndim != 1 or betas.numel() == 0:
+        raise ValueError(f"betas must be a non-empty 1-D sequence (T,), got shape {tuple(betas.shape)}")
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        bad = betas[(betas <= 0) | (betas >= 1) | betas.isnan()]
+        raise ValueError(f"every beta_t must lie strictly between 0 and 1; found {bad[:3].tolist()}")
+    return betas
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """Every per-step coefficient that the forward process, the posterior and the samplers need, in float64.
+
+    Build with :meth:`from_betas` or :meth:`from_name`. All fields are (T,) float64 tensors indexed by
+    t = 0 ... T-1 (index 0 is the paper's t = 1).
+    """
+
+    betas: torch.Tensor  # \beta_t
+    alphas: torch.Tensor  # \alpha_t = 1 - \beta_t
+    alphas_cumprod: torch.Tensor  # \bar\alpha_t = \prod_{s<=t} \alpha_s
+    alphas_cumprod_prev: torch.Tensor  # \bar\alpha_{t-1}, with \bar\alpha_0 = 1
+    sqrt_alphas_cumprod: torch.Tensor  # \sqrt{\bar\alpha_t}
+    sqrt_one_minus_alphas_cumprod: torch.Tensor  # \sqrt{1 - \bar\alpha_t}
+    sqrt_recip_alphas_cumprod: torch.Tensor  # 1 / \sqrt{\bar\alpha_t}
+    sqrt_recipm1_alphas_cumprod: torch.Tensor  # \sqrt{1 / \bar\alpha_t - 1}
+    snr: torch.Tensor  # signal-to-noise ratio \bar\alpha_t / (1 - \bar\alpha_t)
+    posterior_variance: torch.Tensor  # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t, eq. (7)
+    posterior_log_variance_clipped: torch.Tensor  # log \tilde\beta_t, with \tilde\beta_1 (= 0) replaced by \tilde\beta_2
+    posterior_mean_coef1: torch.Tensor  # coefficient of x_0 in \tilde\mu_t, eq. (7)
+    posterior_mean_coef2: torch.Tensor  # coefficient of x_t in \tilde\mu_t, eq. (7)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.shape[0]
+
+    @classmethod
+    def from_name(cls, name: str = "linear", num_timesteps: int = 1000) -> "NoiseSchedule":
+        return cls.from_betas(get_beta_schedule(name, num_timesteps))
+
+    @classmethod
+    def from_betas(cls, betas) -> "NoiseSchedule":
+        betas = check_betas(betas)
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # \tilde\beta_1 = 0 makes log(0) = -inf; the decoder at t = 1 never uses it (improved-diffusion).
+        first = posterior_variance[1] if len(betas) > 1 else betas[0]
+        log_var_clipped = torch.log(torch.cat([first.reshape(1), posterior_variance[1:]]))
+        return cls(
+            betas=betas,
+            alphas=alphas,
+            alphas_cumprod=alphas_cumprod,
+            alphas_cumprod_prev=alphas_cumprod_prev,
+            sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
+            sqrt_one_minus_alphas_cumprod=(1.0 - alphas_cumprod).sqrt(),
+            sqrt_recip_alphas_cumprod=alphas_cumprod.rsqrt(),
+            sqrt_recipm1_alphas_cumprod=(1.0 / alphas_cumprod - 1.0).sqrt(),
+            snr=alphas_cumprod / (1.0 - alphas_cumprod),
+            posterior_variance=posterior_variance,
+            posterior_log_variance_clipped=log_var_clipped,
+            posterior_mean_coef1=betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            posterior_mean_coef2=(1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+        )
+
+
+def extract(coefficients: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Pick ``coefficients[t]`` for every sample and shape it to broadcast against x.
+
+    coefficients: (T,) float64; t: (B,) int64; x: (B, ...) -> (B, 1, ..., 1) in x's dtype and device.
+    This is the package's one broadcasting helper: it works for images (B, C, H, W) and for 2-D points (B, 2).
+    """
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    values = coefficients[t.detach().cpu().long()]
+    return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))

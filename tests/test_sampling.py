@@ -1,0 +1,106 @@
+"""Samplers: they reach the last step, Algorithm 2 holds line by line, respacing keeps alpha_bar."""
+import pytest
+import torch
+from torch.testing import assert_close
+
+from ddpm_lite import GaussianDiffusion, NoiseSchedule, respace, sample, sample_trajectory, space_timesteps
+from ddpm_lite.sampling import SpacedModel, p_sample
+
+
+class RecordingModel:
+    """A fixed, t-dependent eps-predictor that records every t it is called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, t):
+        self.calls.append(t.clone())
+        return 0.1 * x * (1 + t.float().reshape(-1, *[1] * (x.ndim - 1)) / 1000)
+
+
+@pytest.mark.parametrize("sampler,steps,expected_calls", [("ddpm", None, 100), ("ddpm", 10, 10), ("ddim", 7, 7)])
+def test_samplers_walk_from_T_to_the_last_step(sampler, steps, expected_calls):
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    model = RecordingModel()
+    x = sample(d, model, (3, 2), sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 2) and torch.isfinite(x).all()
+    seen = [int(t[0]) for t in model.calls]
+    assert len(seen) == expected_calls
+    assert seen[0] == 99 and seen[-1] == 0  # starts at the paper's t = T, ends at t = 1
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_one_ddpm_step_is_algorithm_2(float64):
+    """x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_t) + sigma_t z."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    d = GaussianDiffusion(s, model_var_type="fixed_large")
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(4, 1, 3, 3, generator=g)
+    t = torch.tensor([999, 500, 10, 1])
+    model = RecordingModel()
+    out = p_sample(d, model, x_t, t, clip_denoised=False, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(7))
+    eps = model(x_t, t)
+    a, ab, b = (v[t].reshape(-1, 1, 1, 1) for v in (s.alphas, s.alphas_cumprod, s.betas))
+    expected = (x_t - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt() + b.sqrt() * z  # sigma_t^2 = beta_t
+    assert_close(out["sample"], expected, rtol=0, atol=1e-12)
+
+
+def test_last_step_adds_no_noise():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    x_t = torch.randn(5, 2)
+    t = torch.zeros(5, dtype=torch.long)
+    a = p_sample(d, RecordingModel(), x_t, t, generator=torch.Generator().manual_seed(1))["sample"]
+    b = p_sample(d, RecordingModel(), x_t, t, generator=torch.Generator().manual_seed(2))["sample"]
+    assert_close(a, b, rtol=0, atol=0)
+
+
+def test_generator_makes_sampling_reproducible():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 50))
+    run = lambda seed: sample(d, RecordingModel(), (4, 1, 2, 2), generator=torch.Generator().manual_seed(seed))
+    assert_close(run(3), run(3), rtol=0, atol=0)
+    assert not torch.equal(run(3), run(4))
+
+
+def test_ddim_with_eta_zero_is_deterministic_given_x_T():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    x_T = torch.randn(4, 2)
+    run = lambda seed: sample(d, RecordingModel(), (4, 2), sampler="ddim", steps=20, eta=0.0, noise=x_T,
+                              generator=torch.Generator().manual_seed(seed))
+    assert_close(run(0), run(1), rtol=0, atol=0)
+
+
+def test_space_timesteps_keeps_both_ends():
+    assert space_timesteps(1000, 1000) == list(range(1000))
+    steps = space_timesteps(1000, 50)
+    assert len(steps) == 50 and steps[0] == 0 and steps[-1] == 999
+    assert space_timesteps(10, 1) == [9]
+    with pytest.raises(ValueError, match="between 1 and"):
+        space_timesteps(10, 11)
+
+
+def test_respacing_keeps_alpha_bar_at_the_kept_steps(float64):
+    d = GaussianDiffusion(NoiseSchedule.from_name("cosine", 1000))
+    kept = space_timesteps(1000, 25)
+    spaced = respace(d, kept)
+    assert spaced.num_timesteps == 25
+    assert_close(spaced.schedule.alphas_cumprod, d.schedule.alphas_cumprod[kept], rtol=1e-10, atol=0)  # a product of 25 ratios
+    full = respace(d, list(range(1000)))
+    assert_close(full.schedule.betas, d.schedule.betas, rtol=1e-9, atol=0)
+    model = RecordingModel()
+    SpacedModel(model, torch.as_tensor(kept))(torch.zeros(2, 1), torch.tensor([0, 24]))
+    assert model.calls[0].tolist() == [0, 999]
+
+
+def test_trajectory_shapes():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    traj = sample_trajectory(d, RecordingModel(), (3, 1, 4, 4), every=25, generator=torch.Generator().manual_seed(0))
+    assert traj["timesteps"] == [99, 74, 49, 24, 0]
+    assert traj["x_t"].shape == (5, 3, 1, 4, 4) and traj["pred_x_start"].shape == (5, 3, 1, 4, 4)
+    assert_close(traj["x_t"][-1], traj["sample"])
+
+
+def test_unknown_sampler_names_the_options():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 10))
+    with pytest.raises(ValueError, match="ddpm.*ddim"):
+        sample(d, RecordingModel(), (1, 2), sampler="euler")
