@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make book   build (execute) the book into _build/html
+#   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning
+# Both create .venv on first use. On these machines torch comes from a local copy; elsewhere set TORCH,
+# e.g. make test TORCH="torch torchvision".
+PYTHON ?= python3
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The test run executes the chapters once, in a copy of the tree, so the working copy keeps no outputs.
+TESTTREE := _build/test-tree
+export DDPM_LITE_CACHE ?= $(CURDIR)/_build/cache
+
+.PHONY: book test unit notebooks book-strict clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+test: unit notebooks book-strict
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	rm -rf $(TESTTREE) && mkdir -p $(TESTTREE)
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(TESTTREE)
+	cd $(TESTTREE) && $(CURDIR)/$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 --overwrite \
+		-p no:cacheprovider --durations=0 book
+
+book-strict: notebooks
+	$(BIN)/jupyter-book build $(TESTTREE) -W --keep-going
+	@echo "The test build of the book is at $(CURDIR)/$(TESTTREE)/_build/html/index.html"
+
+clean:
+	rm -rf _build
