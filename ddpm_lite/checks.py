@@ -1,0 +1,682 @@
+"""Automatic checks for the book's exercises: grade a reader's function against ddpm_lite and say what is wrong.
+
+Each ``check_*`` function takes the reader's function, calls it on a few fixed random batches (float64), and
+compares the result with the package's own implementation (the reference). When they disagree it also
+evaluates the reference *with the typical mistakes* (a forgotten square root, alpha_t for alpha_bar_t, the
+time index off by one, a wrong sign, ...); if the reader's result matches one of those, the message names it::
+
+    >>> from ddpm_lite import checks
+    >>> checks.check_q_sample(my_q_sample)
+    ✗ forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε; ...
+
+Every check returns a :class:`CheckResult` (``passed``, ``message``); a function that raises, returns the
+wrong shape or returns NaN fails with a one-sentence message instead of an exception.
+
+Time-step convention, as everywhere in ddpm_lite: ``t`` is an int64 tensor (B,) of indices 0 ... T-1, and index
+0 is the paper's t = 1.
+
+Adding a check (Part II and later): write the reference with the reader's signature (it should call the package),
+a ``make_trials()`` returning a list of argument dicts, and a dict ``{message: wrong_function}`` of typical
+mistakes, then wrap them in an :class:`Exercise` and add a ``check_*`` function that calls ``Exercise.check``.
+:func:`compare` is the one generic grader behind every check.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .diffusion import GaussianDiffusion
+from .losses import mean_flat, normal_kl
+from .schedules import NoiseSchedule, extract
+
+__all__ = [
+    "CheckResult",
+    "Exercise",
+    "EXERCISES",
+    "compare",
+    "check_q_sample",
+    "check_posterior_mean",
+    "check_normal_kl",
+    "check_prior_kl",
+    "check_eps_loss_weight",
+    "check_p_sample_step",
+    "check_timestep_embedding",
+]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one function: ``passed`` and a one-sentence ``message``.
+
+    Prints as "✓ correct: ..." or "✗ <what is wrong>"; ``bool(result)`` is ``passed``. In a notebook write
+    ``assert result.passed, result.message``.
+    """
+
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{'✓' if self.passed else '✗'} {self.message}"
+
+    __str__ = __repr__
+
+
+# ---------------------------------------------------------------------------------------------- the generic grader
+def _clone(args: Mapping[str, Any]) -> list:
+    """Fresh copies of the arguments, so that a function that writes into its inputs cannot spoil the others."""
+    return [a.clone() if isinstance(a, torch.Tensor) else a for a in args.values()]
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _as_tensor(value) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    if a.shape != b.shape:
+        return False
+    a, b = a.detach().to("cpu", torch.float64), b.detach().to("cpu", torch.float64)
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def _num_timesteps(args: Mapping[str, Any]) -> int | None:
+    """T of the NoiseSchedule among the arguments, if there is one (bounds the shifted time index)."""
+    for value in args.values():
+        if isinstance(value, NoiseSchedule):
+            return value.num_timesteps
+    return None
+
+
+def _time_shifted(reference: Callable, time_arg: str, shift: int) -> Callable:
+    """The reference evaluated at t + shift; raises IndexError where t + shift leaves 0 ... T-1 (trial skipped)."""
+
+    def wrong(**args):
+        t = args[time_arg] + shift
+        upper = _num_timesteps(args)
+        if bool((t < 0).any()) or (upper is not None and bool((t >= upper).any())):
+            raise IndexError("shifted time index out of range")
+        return reference(**{**args, time_arg: t})
+
+    return wrong
+
+
+def _off_by_one_mistakes(reference: Callable, time_arg: str) -> dict[str, Callable]:
+    return {
+        f"off by one in {time_arg}: your result is the reference at index {time_arg} {sign} 1; index 0 is the "
+        f"paper's t = 1 (schedule.betas[0] is β_1), so index the schedule with {time_arg} itself": _time_shifted(
+            reference, time_arg, shift
+        )
+        for sign, shift in (("+", 1), ("−", -1))
+    }
+
+
+def _raised(error: Exception, time_arg: str | None) -> str:
+    message = f"your function raised {type(error).__name__}: {_first_line(error)}"
+    if isinstance(error, RuntimeError) and "must match the size" in str(error):
+        message += " (a per-sample coefficient of shape (B,) must be reshaped to (B, 1, ..., 1) to broadcast against x)"
+    elif isinstance(error, IndexError) and time_arg is not None:
+        message += f" (is {time_arg} off by one? the valid indices are 0 ... T-1, and index 0 is the paper's t = 1)"
+    return message
+
+
+def compare(
+    candidate: Callable,
+    reference: Callable,
+    trials: list[dict[str, Any]],
+    mistakes: Mapping[str, Callable] | None = None,
+    *,
+    time_arg: str | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    what: str = "the reference",
+) -> CheckResult:
+    """Grade ``candidate`` against ``reference`` on ``trials`` and name the typical mistake it makes, if any.
+
+    trials: argument dicts; every function is called positionally with the values, in order.
+    mistakes: ``{message: wrong_function}``, each wrong function with keyword arguments named like the trials';
+        the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
+    time_arg: the name of the time-index argument; adds the two off-by-one mistakes (reference at t + 1 and t - 1).
+    rtol, atol: the tolerance of :func:`torch.allclose` (a float32 answer to float64 inputs passes).
+    what: the name of the reference, for the success message.
+    """
+    named = dict(mistakes or {})
+    if time_arg is not None:
+        named.update(_off_by_one_mistakes(lambda **a: reference(*a.values()), time_arg))
+    outputs, expected_outputs = [], []
+    for args in trials:
+        expected = reference(*_clone(args))
+        try:
+            got = candidate(*_clone(args))
+        except Exception as error:  # the reader's code may raise anything; report it in one sentence
+            return CheckResult(False, _raised(error, time_arg))
+        if isinstance(got, (tuple, list)):
+            return CheckResult(False, f"your function returned a {type(got).__name__}; return one tensor of shape "
+                                      f"{tuple(expected.shape)}")
+        tensor = _as_tensor(got)
+        if tensor is None:
+            return CheckResult(False, f"your function returned a {type(got).__name__}, not a tensor")
+        if tuple(tensor.shape) != tuple(expected.shape):
+            return CheckResult(False, f"wrong shape: expected {tuple(expected.shape)}, got {tuple(tensor.shape)}")
+        if not bool(torch.isfinite(tensor).all()):
+            return CheckResult(False, "your function returned NaN or infinite values (a log of 0 or a division by 0?)")
+        outputs.append(tensor)
+        expected_outputs.append(expected)
+
+    if all(_close(got, exp, rtol, atol) for got, exp in zip(outputs, expected_outputs)):
+        return CheckResult(True, f"correct: matches {what} on {len(trials)} random batches")
+
+    for message, wrong in named.items():
+        if _matches(wrong, trials, outputs, rtol, atol):
+            return CheckResult(False, message)
+    worst = max((got.double() - exp.double()).abs().max().item() for got, exp in zip(outputs, expected_outputs))
+    return CheckResult(False, f"wrong values: they differ from {what} by up to {worst:.3g}, and not in one of the "
+                              "typical ways; compare your formula with the chapter's equation term by term")
+
+
+def _matches(wrong: Callable, trials, outputs, rtol: float, atol: float) -> bool:
+    """Does ``wrong`` reproduce the candidate's outputs on every trial where it can be evaluated (at least one)?"""
+    evaluated = 0
+    for args, got in zip(trials, outputs):
+        try:
+            value = wrong(**dict(zip(args, _clone(args))))
+        except IndexError:  # e.g. an off-by-one index that leaves 0 ... T-1 on this trial
+            continue
+        if not _close(got, value, rtol, atol):
+            return False
+        evaluated += 1
+    return evaluated > 0
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the reference (called with the reader's signature), its trials, and its typical mistakes."""
+
+    name: str  # the quantity, as named in the success message
+    signature: str  # the reader's function, e.g. "fn(x_start, t, noise, schedule) -> x_t"
+    reference: Callable  # computes the answer with ddpm_lite, same signature as the reader's function
+    make_trials: Callable[[], list[dict[str, Any]]]  # fixed random argument dicts (float64)
+    mistakes: Mapping[str, Callable] = field(default_factory=dict)  # message -> wrong function (keyword args)
+    time_arg: str | None = "t"  # argument that holds the time index (adds the off-by-one mistakes); None if none
+    rtol: float = 1e-5
+    atol: float = 1e-8
+
+    def check(self, fn: Callable) -> CheckResult:
+        """Grade ``fn`` (see :func:`compare`)."""
+        if not callable(fn):
+            return CheckResult(False, f"expected a function {self.signature}, got a {type(fn).__name__}")
+        return compare(fn, self.reference, self.make_trials(), self.mistakes, time_arg=self.time_arg,
+                       rtol=self.rtol, atol=self.atol, what=self.name)
+
+    def wrong_answers(self) -> dict[str, Callable]:
+        """Every typical mistake as a function with the reader's signature (positional), for tests and demos."""
+        named = dict(self.mistakes)
+        if self.time_arg is not None:
+            named.update(_off_by_one_mistakes(lambda **a: self.reference(*a.values()), self.time_arg))
+        names = list(self.make_trials()[0])
+        return {message: (lambda w: lambda *a: w(**dict(zip(names, a))))(w) for message, w in named.items()}
+
+
+# ------------------------------------------------------------------------------------------------- shared inputs
+def _trial_schedules() -> list[NoiseSchedule]:
+    """Short schedules make every coefficient mistake large; the last is Ho et al.'s linear T = 1000."""
+    return [
+        NoiseSchedule.from_betas(torch.linspace(0.01, 0.25, 20, dtype=torch.float64)),
+        NoiseSchedule.from_name("cosine", 50),
+        NoiseSchedule.from_name("linear", 1000),
+    ]
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _uniform(shape, g) -> torch.Tensor:
+    return torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1  # data-like values in [-1, 1]
+
+
+def _normal(shape, g) -> torch.Tensor:
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+def _times(T: int, batch: int, g, include_ends: bool = False) -> torch.Tensor:
+    """Indices 1 ... T-2 (so t - 1 and t + 1 exist), or with the ends 0 and T-1 included."""
+    t = torch.randint(1, T - 1, (batch,), generator=g)
+    if include_ends:
+        t[0], t[-1] = 0, T - 1
+    return t
+
+
+IMAGE = (5, 1, 4, 4)  # (B, C, H, W); B differs from H and W, so a coefficient that does not broadcast raises
+
+
+def _c(s: NoiseSchedule, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return extract(getattr(s, name), t, x)
+
+
+# ------------------------------------------------------------------------------------- q(x_t | x_0), eq. (4)
+def _q_sample_reference(x_start, t, noise, schedule):
+    return GaussianDiffusion(schedule).q_sample(x_start, t, noise)
+
+
+def _q_sample_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(seed)
+        trials.append({"x_start": _uniform(IMAGE, g), "t": _times(s.num_timesteps, IMAGE[0], g),
+                       "noise": _normal(IMAGE, g), "schedule": s})
+    return trials
+
+
+def _q_sample_with(signal: str, noise_coef: str):
+    """x_t with the coefficients named by ``signal`` and ``noise_coef`` (expressions in ab = alpha_bar_t, a = alpha_t)."""
+    coefficient = {
+        "sqrt(ab)": lambda ab, a: ab.sqrt(),
+        "ab": lambda ab, a: ab,
+        "sqrt(1-ab)": lambda ab, a: (1 - ab).sqrt(),
+        "1-ab": lambda ab, a: 1 - ab,
+        "1-sqrt(ab)": lambda ab, a: 1 - ab.sqrt(),
+    }
+
+    def wrong(x_start, t, noise, schedule):
+        ab, a = _c(schedule, "alphas_cumprod", t, x_start), _c(schedule, "alphas", t, x_start)
+        return coefficient[signal](ab, a) * x_start + coefficient[noise_coef](ab, a) * noise
+
+    return wrong
+
+
+Q_SAMPLE = Exercise(
+    name="GaussianDiffusion.q_sample",
+    signature="fn(x_start, t, noise, schedule) -> x_t",
+    reference=_q_sample_reference,
+    make_trials=_q_sample_trials,
+    mistakes={
+        "used α_t where ᾱ_t belongs: √α_t x_0 + √(1 − α_t) ε is one step q(x_t | x_{t−1}), not the jump from x_0; "
+        "use schedule.alphas_cumprod": lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(
+            x_start, t, noise),
+        "forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (standard deviations, not variances)":
+            _q_sample_with("ab", "1-ab"),
+        "forgot the square root on the noise coefficient: ε is scaled by √(1 − ᾱ_t), a standard deviation":
+            _q_sample_with("sqrt(ab)", "1-ab"),
+        "forgot the square root on the signal coefficient: x_0 is scaled by √ᾱ_t":
+            _q_sample_with("ab", "sqrt(1-ab)"),
+        "swapped the coefficients: x_0 is scaled by √ᾱ_t and the noise by √(1 − ᾱ_t)":
+            _q_sample_with("sqrt(1-ab)", "sqrt(ab)"),
+        "used 1 − √ᾱ_t for the noise: the variances must add up to one, so the noise is scaled by √(1 − ᾱ_t)":
+            _q_sample_with("sqrt(ab)", "1-sqrt(ab)"),
+        "wrong sign: the noise is added, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε":
+            lambda x_start, t, noise, schedule: _q_sample_reference(x_start, t, -noise, schedule),
+        "left out the noise: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε":
+            lambda x_start, t, noise, schedule: _q_sample_reference(x_start, t, torch.zeros_like(noise), schedule),
+    },
+)
+
+
+def check_q_sample(fn: Callable) -> CheckResult:
+    """Grade ``fn(x_start, t, noise, schedule) -> x_t``, the reparameterised q(x_t | x_0) (Ho et al. eq. (4)).
+
+    x_start, noise: (B, C, H, W) float64; t: (B,) int64; schedule: a :class:`NoiseSchedule`.
+    Reference: :meth:`GaussianDiffusion.q_sample`.
+    """
+    return Q_SAMPLE.check(fn)
+
+
+# ------------------------------------------------------------------- posterior mean mu_tilde_t, eq. (7)
+def _posterior_mean_reference(x_start, x_t, t, schedule):
+    return GaussianDiffusion(schedule).q_posterior_mean_variance(x_start, x_t, t)[0]
+
+
+def _posterior_mean_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(10 + seed)
+        trials.append({"x_start": _uniform(IMAGE, g), "x_t": _normal(IMAGE, g),
+                       "t": _times(s.num_timesteps, IMAGE[0], g), "schedule": s})
+    return trials
+
+
+def _posterior_mean_with(previous: str, root: bool = True, xt_alpha: str = "alphas"):
+    """mu_tilde with alpha_bar_{t-1} replaced by ``previous``, optionally without square roots or with another alpha."""
+
+    def wrong(x_start, x_t, t, schedule):
+        ab, ab_prev = _c(schedule, "alphas_cumprod", t, x_t), _c(schedule, previous, t, x_t)
+        beta, a = _c(schedule, "betas", t, x_t), _c(schedule, xt_alpha, t, x_t)
+        r = torch.sqrt if root else (lambda v: v)
+        return beta * r(ab_prev) / (1 - ab) * x_start + (1 - ab_prev) * r(a) / (1 - ab) * x_t
+
+    return wrong
+
+
+POSTERIOR_MEAN = Exercise(
+    name="GaussianDiffusion.q_posterior_mean_variance (the mean)",
+    signature="fn(x_start, x_t, t, schedule) -> mu_tilde",
+    reference=_posterior_mean_reference,
+    make_trials=_posterior_mean_trials,
+    mistakes={
+        "swapped x_0 and x_t: the coefficient with √ᾱ_{t−1} β_t multiplies x_0, the one with √α_t (1 − ᾱ_{t−1}) "
+        "multiplies x_t": lambda x_start, x_t, t, schedule: _posterior_mean_reference(x_t, x_start, t, schedule),
+        "used ᾱ_t where ᾱ_{t−1} belongs (schedule.alphas_cumprod_prev)": _posterior_mean_with("alphas_cumprod"),
+        "forgot the square roots: the coefficients hold √ᾱ_{t−1} and √α_t": _posterior_mean_with(
+            "alphas_cumprod_prev", root=False),
+        "used ᾱ_t where α_t belongs in the coefficient of x_t, √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)": _posterior_mean_with(
+            "alphas_cumprod_prev", xt_alpha="alphas_cumprod"),
+        "left out the x_t term: μ̃_t is a weighted sum of x_0 and x_t": lambda x_start, x_t, t, schedule:
+            _posterior_mean_reference(x_start, torch.zeros_like(x_t), t, schedule),
+        "left out the x_0 term: μ̃_t is a weighted sum of x_0 and x_t": lambda x_start, x_t, t, schedule:
+            _posterior_mean_reference(torch.zeros_like(x_start), x_t, t, schedule),
+    },
+)
+
+
+def check_posterior_mean(fn: Callable) -> CheckResult:
+    """Grade ``fn(x_start, x_t, t, schedule) -> mu_tilde``, the mean of q(x_{t-1} | x_t, x_0) (Ho et al. eq. (7)).
+
+    x_start, x_t: (B, C, H, W) float64; t: (B,) int64. Reference: :meth:`GaussianDiffusion.q_posterior_mean_variance`.
+    """
+    return POSTERIOR_MEAN.check(fn)
+
+
+# ----------------------------------------------------------------------------- KL between two Gaussians
+def _normal_kl_trials():
+    trials = []
+    for seed in range(3):
+        g = _generator(20 + seed)
+        shape = (4, 3)
+        trials.append({"mean1": _normal(shape, g), "logvar1": _normal(shape, g),
+                       "mean2": _normal(shape, g), "logvar2": _normal(shape, g)})
+    return trials
+
+
+def _kl_scaled(factor: float, minus_one: bool = True):
+    """``factor`` times the bracket of the KL, with or without its -1."""
+
+    def wrong(mean1, logvar1, mean2, logvar2):
+        bracket = 2 * normal_kl(mean1, logvar1, mean2, logvar2)
+        return factor * (bracket if minus_one else bracket + 1.0)
+
+    return wrong
+
+
+NORMAL_KL = Exercise(
+    name="losses.normal_kl",
+    signature="fn(mean1, logvar1, mean2, logvar2) -> KL",
+    reference=normal_kl,
+    make_trials=_normal_kl_trials,
+    time_arg=None,
+    mistakes={
+        "the KL points the wrong way: KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) divides by the second variance":
+            lambda mean1, logvar1, mean2, logvar2: normal_kl(mean2, logvar2, mean1, logvar1),
+        "forgot the factor 1/2 in front of the bracket": _kl_scaled(1.0),
+        "forgot the −1 inside the bracket (the KL of a distribution with itself must be 0)": _kl_scaled(0.5, False),
+        "wrong sign: the KL is ½[log σ₂² − log σ₁² + σ₁²/σ₂² + (μ₁ − μ₂)²/σ₂² − 1] ≥ 0":
+            lambda mean1, logvar1, mean2, logvar2: -normal_kl(mean1, logvar1, mean2, logvar2),
+    },
+)
+
+
+def check_normal_kl(fn: Callable) -> CheckResult:
+    """Grade ``fn(mean1, logvar1, mean2, logvar2) -> KL`` (elementwise, nats) against :func:`losses.normal_kl`."""
+    return NORMAL_KL.check(fn)
+
+
+# --------------------------------------------------------------------------------- the prior term L_T
+def _prior_kl_reference(x_start, schedule):
+    return GaussianDiffusion(schedule).prior_bpd(x_start)
+
+
+def _prior_kl_trials():
+    return [{"x_start": _uniform(IMAGE, _generator(30 + seed)), "schedule": s}
+            for seed, s in enumerate(_trial_schedules())]
+
+
+def _prior_kl_from(mean_of, log_variance_of, reverse: bool = False):
+    """KL(q(x_T | x_0) || N(0, I)) in bits/dim with a wrong mean or log-variance (or the KL reversed)."""
+
+    def wrong(x_start, schedule):
+        ab = schedule.alphas_cumprod[-1].to(x_start)
+        mean, log_variance = mean_of(ab, x_start), log_variance_of(ab) * torch.ones_like(x_start)
+        zeros = torch.zeros_like(x_start)
+        kl = normal_kl(zeros, zeros, mean, log_variance) if reverse else normal_kl(mean, log_variance, zeros, zeros)
+        return mean_flat(kl) / math.log(2.0)
+
+    return wrong
+
+
+_RIGHT_MEAN = lambda ab, x: ab.sqrt() * x  # noqa: E731
+_RIGHT_LOG_VARIANCE = lambda ab: torch.log(1 - ab)  # noqa: E731
+
+PRIOR_KL = Exercise(
+    name="GaussianDiffusion.prior_bpd",
+    signature="fn(x_start, schedule) -> L_T in bits/dim, (B,)",
+    reference=_prior_kl_reference,
+    make_trials=_prior_kl_trials,
+    time_arg=None,
+    mistakes={
+        "returned nats: divide by ln 2 to get bits": lambda x_start, schedule:
+            _prior_kl_reference(x_start, schedule) * math.log(2.0),
+        "summed over the dimensions: bits per dimension is the mean over C·H·W": lambda x_start, schedule:
+            _prior_kl_reference(x_start, schedule) * x_start[0].numel(),
+        "off by one in t: x_T is the last index T − 1, you used ᾱ at index T − 2": lambda x_start, schedule:
+            _prior_kl_reference(x_start, NoiseSchedule.from_betas(schedule.betas[:-1])),
+        "forgot the square root: q(x_T | x_0) has mean √ᾱ_T x_0": _prior_kl_from(lambda ab, x: ab * x,
+                                                                                 _RIGHT_LOG_VARIANCE),
+        "used the standard deviation √(1 − ᾱ_T) where the variance 1 − ᾱ_T belongs": _prior_kl_from(
+            _RIGHT_MEAN, lambda ab: 0.5 * torch.log(1 - ab)),
+        "the KL points the wrong way: L_T = KL(q(x_T | x_0) ‖ N(0, I)), not KL(N(0, I) ‖ q(x_T | x_0))":
+            _prior_kl_from(_RIGHT_MEAN, _RIGHT_LOG_VARIANCE, reverse=True),
+        "left out x_0: the mean of q(x_T | x_0) is √ᾱ_T x_0, not 0": lambda x_start, schedule:
+            _prior_kl_reference(torch.zeros_like(x_start), schedule),
+    },
+)
+
+
+def check_prior_kl(fn: Callable) -> CheckResult:
+    """Grade ``fn(x_start, schedule) -> (B,)``: L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension.
+
+    x_start: (B, C, H, W) float64. Reference: :meth:`GaussianDiffusion.prior_bpd`.
+    """
+    return PRIOR_KL.check(fn)
+
+
+# -------------------------------------------------------------------------- the weight lambda_t, eq. (12)
+def _eps_loss_weight_reference(t, schedule, model_var_type):
+    return GaussianDiffusion(schedule, model_var_type=model_var_type).eps_loss_weight(t)
+
+
+def _eps_loss_weight_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        for var_type in ("fixed_small", "fixed_large"):
+            g = _generator(40 + seed)
+            trials.append({"t": _times(s.num_timesteps, 6, g), "schedule": s, "model_var_type": var_type})
+    return trials
+
+
+def _eps_loss_weight_times(factor: Callable):
+    """The reference times ``factor(schedule, t)``."""
+    return lambda t, schedule, model_var_type: _eps_loss_weight_reference(t, schedule, model_var_type) * factor(
+        schedule, t)
+
+
+EPS_LOSS_WEIGHT = Exercise(
+    name="GaussianDiffusion.eps_loss_weight",
+    signature="fn(t, schedule, model_var_type) -> lambda_t, (B,)",
+    reference=_eps_loss_weight_reference,
+    make_trials=_eps_loss_weight_trials,
+    mistakes={
+        "used the other variance: σ_t² is β̃_t (schedule.posterior_variance) for \"fixed_small\" and β_t for "
+        "\"fixed_large\"": lambda t, schedule, model_var_type: _eps_loss_weight_reference(
+            t, schedule, {"fixed_small": "fixed_large", "fixed_large": "fixed_small"}[model_var_type]),
+        "ignored model_var_type: \"fixed_large\" means σ_t² = β_t, not β̃_t": lambda t, schedule, model_var_type:
+            _eps_loss_weight_reference(t, schedule, "fixed_small"),
+        "ignored model_var_type: \"fixed_small\" means σ_t² = β̃_t (schedule.posterior_variance), not β_t":
+            lambda t, schedule, model_var_type: _eps_loss_weight_reference(t, schedule, "fixed_large"),
+        "forgot to square β_t in the numerator: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))":
+            _eps_loss_weight_times(lambda s, t: 1 / s.betas[t]),
+        "forgot the 2 in the denominator 2 σ_t²": _eps_loss_weight_times(lambda s, t: 2.0),
+        "used ᾱ_t where α_t belongs in the denominator α_t (1 − ᾱ_t)":
+            _eps_loss_weight_times(lambda s, t: s.alphas[t] / s.alphas_cumprod[t]),
+        "left out α_t in the denominator 2 σ_t² α_t (1 − ᾱ_t)": _eps_loss_weight_times(lambda s, t: s.alphas[t]),
+        "forgot to square the square root: the denominator holds 1 − ᾱ_t, not √(1 − ᾱ_t)":
+            _eps_loss_weight_times(lambda s, t: (1 - s.alphas_cumprod[t]).sqrt()),
+        "inverted the weight: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))": lambda t, schedule, model_var_type:
+            1 / _eps_loss_weight_reference(t, schedule, model_var_type),
+    },
+)
+
+
+def check_eps_loss_weight(fn: Callable) -> CheckResult:
+    """Grade ``fn(t, schedule, model_var_type) -> (B,)``: lambda_t of Ho et al. eq. (12) for a fixed sigma_t^2.
+
+    t: (B,) int64 indices 1 ... T-2; model_var_type: "fixed_small" (sigma_t^2 = beta_tilde_t) or "fixed_large"
+    (sigma_t^2 = beta_t). Reference: :meth:`GaussianDiffusion.eps_loss_weight`.
+    """
+    return EPS_LOSS_WEIGHT.check(fn)
+
+
+# ------------------------------------------------------------------ one step of Algorithm 2, line 4
+def _p_sample_step_reference(x_t, t, eps, z, schedule):
+    """x_{t-1} = mu_theta(x_t, t) + sigma_t z with mu_theta of eq. (11) and sigma_t^2 = beta_tilde_t ("fixed_small").
+
+    beta_tilde at index 0 (the paper's t = 1) is exactly 0, so z drops out there as Algorithm 2 says; the tests
+    check that this equals :func:`ddpm_lite.sampling.p_sample` (no clipping) for the same z.
+    """
+    diffusion = GaussianDiffusion(schedule, model_var_type="fixed_small")
+    variance, _ = diffusion.p_variance(x_t, t)
+    return diffusion.mean_from_eps(x_t, t, eps) + variance.sqrt() * z
+
+
+def _p_sample_step_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(50 + seed)
+        trials.append({"x_t": _normal(IMAGE, g), "t": _times(s.num_timesteps, IMAGE[0], g, include_ends=seed == 2),
+                       "eps": _normal(IMAGE, g), "z": _normal(IMAGE, g), "schedule": s})
+    return trials
+
+
+def _p_sample_step_with(scale: str | None = "alphas", root_noise: bool = True, sigma: str = "sigma"):
+    """Algorithm 2, line 4, with 1/sqrt(``scale``) in front (None: no division), a missing root, or another sigma_t."""
+
+    def wrong(x_t, t, eps, z, schedule):
+        c = lambda name: _c(schedule, name, t, x_t)  # noqa: E731
+        eps_coef = c("betas") / (c("sqrt_one_minus_alphas_cumprod") if root_noise else 1 - c("alphas_cumprod"))
+        mean = (x_t - eps_coef * eps) / (c(scale).sqrt() if scale else 1.0)
+        nonzero = (t != 0).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
+        noise_scale = {
+            "sigma": c("posterior_variance").sqrt(),
+            "sigma^2": c("posterior_variance"),
+            "beta": nonzero * c("betas").sqrt(),
+            "clipped, always": c("posterior_log_variance_clipped").mul(0.5).exp(),
+        }[sigma]
+        return mean + noise_scale * z
+
+    return wrong
+
+
+P_SAMPLE_STEP = Exercise(
+    name="one step of Algorithm 2 (ddpm_lite.sampling.p_sample without clipping)",
+    signature="fn(x_t, t, eps, z, schedule) -> x_{t-1}",
+    reference=_p_sample_step_reference,
+    make_trials=_p_sample_step_trials,
+    mistakes={
+        "used 1/√ᾱ_t where 1/√α_t belongs in front of the bracket": _p_sample_step_with(scale="alphas_cumprod"),
+        "forgot the square root in the ε coefficient β_t / √(1 − ᾱ_t)": _p_sample_step_with(root_noise=False),
+        "forgot to divide the bracket by √α_t": _p_sample_step_with(scale=None),
+        "wrong sign: the predicted noise is subtracted, x_t − β_t/√(1 − ᾱ_t) ε_θ": lambda x_t, t, eps, z, schedule:
+            _p_sample_step_reference(x_t, t, -eps, z, schedule),
+        "forgot the square root on the noise: add σ_t z, the standard deviation, not σ_t² z": _p_sample_step_with(
+            sigma="sigma^2"),
+        "used σ_t² = β_t (\"fixed_large\"); this exercise uses σ_t² = β̃_t, schedule.posterior_variance":
+            _p_sample_step_with(sigma="beta"),
+        "added noise at the last step: Algorithm 2 sets z = 0 at t = 1 (index 0)": _p_sample_step_with(
+            sigma="clipped, always"),
+        "left out the noise σ_t z": lambda x_t, t, eps, z, schedule: _p_sample_step_reference(
+            x_t, t, eps, torch.zeros_like(z), schedule),
+    },
+)
+
+
+def check_p_sample_step(fn: Callable) -> CheckResult:
+    """Grade ``fn(x_t, t, eps, z, schedule) -> x_{t-1}``, Algorithm 2 line 4 with sigma_t^2 = beta_tilde_t:
+
+        x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z,   z = 0 at index 0.
+
+    x_t, eps, z: (B, C, H, W) float64; t: (B,) int64, one trial includes 0 and T-1.
+    """
+    return P_SAMPLE_STEP.check(fn)
+
+
+# ------------------------------------------------------------------------- sinusoidal time embedding
+def _timestep_embedding_reference(t, dim, max_period=10000.0):
+    from .unet import timestep_embedding  # the network module is imported only by this check
+
+    return timestep_embedding(t, dim, max_period)
+
+
+def _timestep_embedding_trials():
+    return [{"t": torch.randint(1, 999, (6,), generator=_generator(60 + i)), "dim": dim}
+            for i, dim in enumerate((16, 64, 9))]
+
+
+def _embedding_halves(arrange: Callable):
+    def wrong(t, dim):
+        e, k = _timestep_embedding_reference(t, dim), dim // 2
+        return torch.cat([arrange(e[:, :k], e[:, k: 2 * k]), e[:, 2 * k:]], dim=1)
+
+    return wrong
+
+
+TIMESTEP_EMBEDDING = Exercise(
+    name="unet.timestep_embedding",
+    signature="fn(t, dim) -> (B, dim)",
+    reference=_timestep_embedding_reference,
+    make_trials=_timestep_embedding_trials,
+    rtol=1e-4,
+    atol=2e-4,  # float32 sines of arguments up to ~1000 radians
+    mistakes={
+        "put the cosines first: ddpm_lite (like improved-diffusion) concatenates [sin, cos]": _embedding_halves(
+            lambda sin, cos: torch.cat([cos, sin], dim=1)),
+        "interleaved sines and cosines: ddpm_lite concatenates all sines, then all cosines": _embedding_halves(
+            lambda sin, cos: torch.stack([sin, cos], dim=2).flatten(1)),
+        "frequencies max_period^(−i/(k−1)) are Ho et al.'s TensorFlow convention (diffusers' downscale_freq_shift=1);"
+        " ddpm_lite uses max_period^(−i/k) with k = dim // 2": lambda t, dim: _timestep_embedding_reference(
+            t, dim, 10000.0 ** ((dim // 2) / (dim // 2 - 1))),
+        "divided the exponent by dim instead of k = dim // 2: the frequencies are max_period^(−i/k)":
+            lambda t, dim: _timestep_embedding_reference(t, dim, 10000.0 ** ((dim // 2) / dim)),
+    },
+)
+
+
+def check_timestep_embedding(fn: Callable) -> CheckResult:
+    """Grade ``fn(t, dim) -> (B, dim)``, the sinusoidal embedding [sin(t f_i), cos(t f_i)], f_i = 10000^(-i/k).
+
+    t: (B,) int64; an odd ``dim`` ends with one zero column. Reference: :func:`ddpm_lite.unet.timestep_embedding`.
+    """
+    return TIMESTEP_EMBEDDING.check(fn)
+
+
+EXERCISES: dict[str, Exercise] = {
+    "q_sample": Q_SAMPLE,
+    "posterior_mean": POSTERIOR_MEAN,
+    "normal_kl": NORMAL_KL,
+    "prior_kl": PRIOR_KL,
+    "eps_loss_weight": EPS_LOSS_WEIGHT,
+    "p_sample_step": P_SAMPLE_STEP,
+    "timestep_embedding": TIMESTEP_EMBEDDING,
+}
+"""Every exercise by name; ``EXERCISES[name].wrong_answers()`` lists its typical mistakes as functions."""

@@ -1,0 +1,213 @@
+"""ddpm_lite.checks: each check passes the reference and hand-written solutions, and names the typical mistakes."""
+import math
+
+import pytest
+import torch
+
+from ddpm_lite import GaussianDiffusion, NoiseSchedule, checks
+from ddpm_lite.sampling import p_sample
+
+EXERCISES = sorted(checks.EXERCISES)
+
+
+# ------------------------------------------------------------------------------------ generic behaviour
+@pytest.mark.parametrize("name", EXERCISES)
+def test_the_reference_itself_passes(name):
+    exercise = checks.EXERCISES[name]
+    result = exercise.check(exercise.reference)
+    assert result.passed and str(result).startswith("✓ correct"), result
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_every_typical_mistake_is_named(name):
+    """Each registered mistake, fed back as a reader's answer, fails with its own message (so none coincide)."""
+    exercise = checks.EXERCISES[name]
+    wrong_answers = exercise.wrong_answers()
+    assert len(wrong_answers) >= 2
+    for message, wrong in wrong_answers.items():
+        result = exercise.check(wrong)
+        assert not result.passed
+        if message.startswith("off by one") and result.message.startswith("your function raised IndexError"):
+            # an off-by-one index that runs off the end of the schedule raises; the hint still says so
+            assert "off by one" in result.message
+        else:
+            assert result.message == message, (message, result.message)
+        assert str(result).startswith("✗ ")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_function_that_raises_fails_with_its_error(name):
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    result = checks.EXERCISES[name].check(stub)
+    assert not result.passed
+    assert result.message == "your function raised NotImplementedError: your code here"
+
+
+def test_wrong_shape_nan_tuple_and_not_a_function():
+    result = checks.check_q_sample(lambda x_start, t, noise, schedule: x_start[:, 0])
+    assert not result.passed and result.message == "wrong shape: expected (5, 1, 4, 4), got (5, 4, 4)"
+    result = checks.check_q_sample(lambda x_start, t, noise, schedule: x_start / 0 * 0)
+    assert not result.passed and "NaN" in result.message
+    result = checks.check_q_sample(lambda x_start, t, noise, schedule: (x_start, noise))
+    assert not result.passed and "returned a tuple" in result.message
+    assert not checks.check_q_sample(None).passed
+
+
+def test_an_unrecognised_wrong_answer_gets_the_generic_message():
+    result = checks.check_q_sample(lambda x_start, t, noise, schedule: 0.5 * x_start + noise)
+    assert not result.passed and result.message.startswith("wrong values: they differ from GaussianDiffusion.q_sample")
+
+
+def test_inputs_written_in_place_do_not_spoil_the_check():
+    def in_place(x_start, t, noise, schedule):
+        ab = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        return x_start.mul_(ab.sqrt()).add_(noise.mul_((1 - ab).sqrt()))
+
+    assert checks.check_q_sample(in_place).passed
+
+
+def test_result_prints_with_a_mark_and_is_truthy_only_when_passed():
+    ok, bad = checks.CheckResult(True, "correct: fine"), checks.CheckResult(False, "forgot a square root")
+    assert repr(ok) == "✓ correct: fine" and str(bad) == "✗ forgot a square root"
+    assert ok and not bad
+
+
+# -------------------------------------------------------------- hand-written answers, right and wrong
+def _coef(values, t):
+    return values[t].reshape(-1, 1, 1, 1)
+
+
+def test_q_sample_student_answers():
+    def right(x_start, t, noise, schedule):
+        ab = _coef(schedule.alphas_cumprod, t)
+        return (ab.sqrt() * x_start + (1 - ab).sqrt() * noise).float()  # a float32 answer passes
+
+    def no_square_root(x_start, t, noise, schedule):
+        ab = _coef(schedule.alphas_cumprod, t)
+        return ab * x_start + (1 - ab) * noise
+
+    def paper_t(x_start, t, noise, schedule):  # indexes with the paper's t = index + 1
+        ab = _coef(schedule.alphas_cumprod, t + 1)
+        return ab.sqrt() * x_start + (1 - ab).sqrt() * noise
+
+    def alpha_not_alpha_bar(x_start, t, noise, schedule):
+        a = _coef(schedule.alphas, t)
+        return a.sqrt() * x_start + (1 - a).sqrt() * noise
+
+    def unbroadcast(x_start, t, noise, schedule):
+        ab = schedule.alphas_cumprod[t]
+        return ab.sqrt() * x_start + (1 - ab).sqrt() * noise
+
+    assert checks.check_q_sample(right).passed
+    assert "square root" in checks.check_q_sample(no_square_root).message
+    message = checks.check_q_sample(paper_t).message
+    assert message.startswith("off by one in t") and "t + 1" in message
+    assert "α_t where ᾱ_t" in checks.check_q_sample(alpha_not_alpha_bar).message
+    message = checks.check_q_sample(unbroadcast).message
+    assert message.startswith("your function raised RuntimeError") and "(B, 1, ..., 1)" in message
+
+
+def test_posterior_mean_student_answers():
+    def right(x_start, x_t, t, schedule):
+        ab, ab_prev = _coef(schedule.alphas_cumprod, t), _coef(schedule.alphas_cumprod_prev, t)
+        beta, alpha = _coef(schedule.betas, t), _coef(schedule.alphas, t)
+        return ab_prev.sqrt() * beta / (1 - ab) * x_start + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+
+    def previous_is_current(x_start, x_t, t, schedule):
+        ab, beta, alpha = _coef(schedule.alphas_cumprod, t), _coef(schedule.betas, t), _coef(schedule.alphas, t)
+        return ab.sqrt() * beta / (1 - ab) * x_start + alpha.sqrt() * (1 - ab) / (1 - ab) * x_t
+
+    def one_step_back(x_start, x_t, t, schedule):
+        return right(x_start, x_t, t - 1, schedule)
+
+    assert checks.check_posterior_mean(right).passed
+    assert "ᾱ_{t−1}" in checks.check_posterior_mean(previous_is_current).message
+    assert "off by one in t" in checks.check_posterior_mean(one_step_back).message
+    assert "swapped x_0 and x_t" in checks.check_posterior_mean(lambda x0, xt, t, s: right(xt, x0, t, s)).message
+
+
+def test_normal_kl_student_answers():
+    def right(mean1, logvar1, mean2, logvar2):
+        return 0.5 * (logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 / logvar2.exp() - 1)
+
+    assert checks.check_normal_kl(right).passed
+    assert "wrong way" in checks.check_normal_kl(lambda m1, l1, m2, l2: right(m2, l2, m1, l1)).message
+    assert "1/2" in checks.check_normal_kl(lambda *a: 2 * right(*a)).message
+
+
+def test_prior_kl_student_answers():
+    def right(x_start, schedule):
+        ab = schedule.alphas_cumprod[-1]
+        mean, var = ab.sqrt() * x_start, 1 - ab
+        kl = 0.5 * (-var.log() + var + mean**2 - 1)  # KL(N(mean, var) || N(0, 1)) per dimension, nats
+        return kl.flatten(1).mean(1) / math.log(2)
+
+    assert checks.check_prior_kl(right).passed
+    assert "nats" in checks.check_prior_kl(lambda x, s: right(x, s) * math.log(2)).message
+    assert "summed" in checks.check_prior_kl(lambda x, s: right(x, s) * 16).message
+
+
+def test_eps_loss_weight_student_answers():
+    def right(t, schedule, model_var_type):
+        s = schedule
+        var = s.posterior_variance if model_var_type == "fixed_small" else s.betas
+        return (s.betas**2 / (2 * var * s.alphas * (1 - s.alphas_cumprod)))[t]
+
+    def forgot_square(t, schedule, model_var_type):
+        return right(t, schedule, model_var_type) / schedule.betas[t]
+
+    def always_small(t, schedule, model_var_type):
+        return right(t, schedule, "fixed_small")
+
+    assert checks.check_eps_loss_weight(right).passed
+    assert "square β_t" in checks.check_eps_loss_weight(forgot_square).message
+    assert "ignored model_var_type" in checks.check_eps_loss_weight(always_small).message
+    assert "off by one in t" in checks.check_eps_loss_weight(lambda t, s, v: right(t + 1, s, v)).message
+
+
+def test_p_sample_step_student_answers():
+    def right(x_t, t, eps, z, schedule):
+        s = schedule
+        mean = (x_t - _coef(s.betas / s.sqrt_one_minus_alphas_cumprod, t) * eps) / _coef(s.alphas.sqrt(), t)
+        nonzero = (t > 0).to(x_t).reshape(-1, 1, 1, 1)  # z = 0 at the last step
+        return mean + nonzero * _coef(s.posterior_variance.sqrt(), t) * z
+
+    def plus_eps(x_t, t, eps, z, schedule):
+        return right(x_t, t, -eps, z, schedule)
+
+    assert checks.check_p_sample_step(right).passed
+    assert "wrong sign" in checks.check_p_sample_step(plus_eps).message
+    assert "noise" in checks.check_p_sample_step(lambda x_t, t, eps, z, s: right(x_t, t, eps, 0 * z, s)).message
+
+
+def test_p_sample_step_reference_is_the_package_sampler(float64):
+    """The check's reference equals sampling.p_sample (no clipping) when both use the same z."""
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    diffusion = GaussianDiffusion(schedule)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps = torch.randn(6, 1, 4, 4, generator=g), torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 2, 500, 998, 999])
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(7))  # what p_sample draws from the same seed
+    out = p_sample(diffusion, lambda x, t: eps, x_t, t, clip_denoised=False, generator=torch.Generator().manual_seed(7))
+    expected = checks.EXERCISES["p_sample_step"].reference(x_t, t, eps, z, schedule)
+    torch.testing.assert_close(out["sample"], expected, rtol=0, atol=1e-12)
+
+
+def test_timestep_embedding_against_diffusers():
+    """diffusers' embedding with ddpm_lite's layout passes; with its default frequency shift it is the named mistake."""
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+
+    def ours(t, dim):
+        return embeddings.get_timestep_embedding(t, dim, flip_sin_to_cos=False, downscale_freq_shift=0)
+
+    def tensorflow_style(t, dim):
+        return embeddings.get_timestep_embedding(t, dim, flip_sin_to_cos=False, downscale_freq_shift=1)
+
+    def cos_first(t, dim):
+        return embeddings.get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+
+    assert checks.check_timestep_embedding(ours).passed
+    assert "downscale_freq_shift=1" in checks.check_timestep_embedding(tensorflow_style).message
+    assert "cosines first" in checks.check_timestep_embedding(cos_first).message
