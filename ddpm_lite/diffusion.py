@@ -9,6 +9,7 @@ t = 1 and index T-1 is the paper's t = T. Data may be images (B, C, H, W) or poi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
@@ -267,7 +268,7 @@ class GaussianDiffusion:
         t = torch.full((x_start.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x_start.device)
         mean, _, log_variance = self.q_mean_variance(x_start, t)
         kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(log_variance))
-        return mean_flat(kl) / torch.log(torch.tensor(2.0))
+        return mean_flat(kl) / math.log(2.0)
 
     def vb_terms_bpd(
         self, model: Model, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False,
@@ -287,8 +288,7 @@ class GaussianDiffusion:
         decoder_nll = -mean_flat(
             discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"], self.data_bins)
         )
-        log2 = torch.log(torch.tensor(2.0))
-        output = torch.where(t == 0, decoder_nll, kl) / log2
+        output = torch.where(t == 0, decoder_nll, kl) / math.log(2.0)
         return {"output": output, "pred_x_start": out["pred_x_start"]}
 
     @torch.no_grad()
