@@ -7,6 +7,7 @@ Modules: ``schedules`` (beta_t, alpha_bar_t), ``diffusion`` (q, posterior, p_the
 decoder, bits/dim), ``sampling`` (Algorithm 2, DDIM), ``oracles`` (exact eps* for Gaussian mixtures), ``unet``
 (the network), ``data``, ``metrics`` (Frechet distance on digits), ``plotting``.
 """
+from . import checks
 from .data import GaussianMixture, load_dataset, load_dataset_with_labels, make_toy_2d
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
@@ -20,6 +21,7 @@ from .unet import UNet, UNetConfig, count_parameters, format_trace, timestep_emb
 __version__ = "0.1.0"
 
 __all__ = [
+    "checks",
     "DiffusionConfig",
     "GaussianDiffusion",
     "GaussianMixture",

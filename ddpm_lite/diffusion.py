@@ -188,7 +188,9 @@ class GaussianDiffusion:
 
             lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))
 
-        L_simple (eq. (14)) sets lambda_t = 1. t: (B,) -> (B,) float64. Needs a fixed variance.
+        L_simple (eq. (14)) sets lambda_t = 1. t: (B,) -> (B,) float64. Needs a fixed variance. At index 0 (the
+        paper's t = 1) fixed_small's beta_tilde_1 = 0 is replaced by beta_tilde_2, as in the decoder, so lambda_1 is
+        finite there; the term at t = 1 is the decoder L_0, not a KL, so that value is not part of the bound.
         """
         if self.learns_sigma:
             raise ValueError("lambda_t needs a fixed variance; this diffusion learns sigma_t")
