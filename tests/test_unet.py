@@ -13,10 +13,12 @@ from ddpm_lite.unet import (
     UNet,
     UNetConfig,
     count_parameters,
+    draw_unet,
     format_trace,
     group_norm,
     timestep_embedding,
     trace,
+    unet_layout,
 )
 
 
@@ -201,3 +203,46 @@ def test_import_pulls_no_plotting_libraries():
     code = "import sys, ddpm_lite.unet; print(any(m.startswith('matplotlib') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("num_res_blocks, channel_mult", [(1, (1, 2)), (2, (1, 2, 2))])
+def test_unet_layout_matches_the_modules(num_res_blocks, channel_mult):
+    """The diagram's nodes are the blocks in execution order; its skips pair producer and consumer channels."""
+    config = UNetConfig(base_channels=16, num_heads=2, image_size=16, channel_mult=channel_mult,
+                        num_res_blocks=num_res_blocks, attention_resolutions=(8,))
+    model = UNet(config)
+    layout = unet_layout(model)
+    nodes, skips = layout["nodes"], layout["skips"]
+    levels = len(channel_mult)
+    # input conv, (res x n + downsample) per level but the last, mid, (res x (n + 1) + upsample) per level but the top, out
+    assert len(nodes) == 1 + levels * num_res_blocks + (levels - 1) + 1 + levels * (num_res_blocks + 1) + (levels - 1) + 1
+    assert [n["kind"] for n in nodes][:2] == ["conv_in", "res"] and nodes[-1]["kind"] == "conv_out"
+    assert len(skips) == len([c for block in model.down for c in block.skip_channels]) + 1
+    for (p0, c0), (p1, c1) in zip(skips, skips[1:]):  # last in, first out: the arcs nest
+        assert p1 < p0 < c0 < c1
+    for producer, consumer in skips:
+        assert nodes[consumer]["skip_ch"] == nodes[producer]["out_ch"]
+        assert nodes[consumer]["size"] == nodes[producer]["size"]  # concatenated at the same resolution
+        assert nodes[consumer]["in_ch"] == nodes[consumer - 1]["out_ch"] + nodes[consumer]["skip_ch"]
+    # the sizes agree with a real forward pass: the trace's outputs of every down block and of the mid block
+    rows = {r["name"]: r for r in trace(model, torch.randn(1, 1, 16, 16), 0)}
+    by_name = {n["name"]: n for n in nodes}
+    assert by_name["mid"]["size"] == rows["mid"]["output_shape"][-1]
+    assert by_name["down.0.downsample"]["size"] == rows["down.0"]["output_shape"][-1]
+    assert [n["attention"] for n in nodes if n["kind"] == "res" and n["size"] == 8] == \
+        [True] * sum(1 for n in nodes if n["kind"] == "res" and n["size"] == 8)
+
+
+def test_draw_unet_draws_every_block_and_skip():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = UNet(UNetConfig(**TINY))
+    layout = unet_layout(model)
+    ax = draw_unet(model)
+    n = len(layout["nodes"])
+    assert len(ax.patches) == n + (n - 1) + len(layout["skips"])  # boxes, main-path arrows, skip arcs
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "Mid" in texts and "32+16" in texts  # an up block's h + skip channels
+    plt.close(ax.figure)
