@@ -148,6 +148,7 @@ def train_digit_classifier(
             torch.set_num_threads(threads)
 
 
+@torch.enable_grad()  # callers may be inside no_grad (digit_features trains the classifier on first use)
 def _train(images, labels, *, steps, batch_size, lr, seed) -> DigitClassifier:
     torch.manual_seed(seed)
     model = DigitClassifier()

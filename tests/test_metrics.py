@@ -190,3 +190,12 @@ def test_no_warnings_on_the_happy_path(classifier):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         digits_fd(digits_split()[0][:100])
+
+
+def test_classifier_trains_inside_no_grad():
+    """digits_fd -> digit_features (no_grad) -> get_digit_classifier trains on a cold cache: must still learn."""
+    from ddpm_lite import metrics
+
+    with torch.no_grad():
+        model = metrics.train_digit_classifier(*metrics.digits_split()[:2], steps=5)
+    assert isinstance(model, metrics.DigitClassifier)
