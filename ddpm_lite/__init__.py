@@ -13,14 +13,22 @@ from .diffusion import DiffusionConfig, GaussianDiffusion
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .metrics import digits_fd, frechet_distance, real_vs_real_floor
 from .oracles import GaussianMixtureOracle, quantize
+from .pretrained import load_pretrained_digits
 from .plotting import glue, image_grid, setup_notebook, show_images
 from .sampling import respace, sample, sample_loop_progressive, sample_trajectory, space_timesteps
 from .schedules import NoiseSchedule, cosine_beta_schedule, get_beta_schedule, linear_beta_schedule
+from .training import TrainConfig, TrainResult, default_configs, load_checkpoint, train
 from .unet import UNet, UNetConfig, count_parameters, format_trace, timestep_embedding, trace
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "train",
+    "load_pretrained_digits",
+    "load_checkpoint",
+    "default_configs",
+    "TrainResult",
+    "TrainConfig",
     "checks",
     "DiffusionConfig",
     "GaussianDiffusion",

@@ -82,6 +82,7 @@ class GaussianDiffusion:
         self.loss_type = loss_type
         self.data_bins = data_bins
         # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
+        self._on_device: dict = {}  # (coefficient name, device) -> that schedule tensor on that device
         self._log_betas_clipped = torch.cat([self.schedule.posterior_variance[1:2], self.schedule.betas[1:]]).log()
 
     @classmethod
@@ -100,8 +101,15 @@ class GaussianDiffusion:
         return self.model_var_type == "learned_range"
 
     def _c(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The schedule's coefficient ``name`` at t, shaped to broadcast against x."""
-        return extract(getattr(self.schedule, name), t, x)
+        """The schedule's coefficient ``name`` at t, shaped to broadcast against x.
+
+        The float64 schedule is copied once to each device that t lives on (a GPU sampler then never waits
+        for a host-to-device copy in its inner loop).
+        """
+        key = (name, t.device)
+        if key not in self._on_device:
+            self._on_device[key] = getattr(self.schedule, name).to(t.device)
+        return extract(self._on_device[key], t, x)
 
     # ------------------------------------------------------------------ forward process q
     def q_sample_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -135,5 +135,5 @@ def extract(coefficients: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> tor
     """
     if t.ndim != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
-    values = coefficients[t.detach().cpu().long()]
+    values = coefficients.to(t.device)[t.detach().long()]  # index where t lives: no host-device sync per call
     return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
