@@ -8,8 +8,9 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The test run executes the chapters once, in a copy of the tree, so the working copy keeps no outputs.
-TESTTREE := _build/test-tree
+# The test run executes the chapters once, in a copy of the tree, so the working copy keeps no outputs
+# (not under _build/: nbmake skips every path with a part named _build).
+TESTTREE := .ci/test-tree
 export DDPM_LITE_CACHE ?= $(CURDIR)/_build/cache
 
 .PHONY: book test unit notebooks book-strict clean
