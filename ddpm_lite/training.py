@@ -151,7 +151,8 @@ def train_step(
 
 def make_optimizer(model: nn.Module, config: TrainConfig):
     """AdamW and a linear warm-up of its learning rate over ``config.warmup_steps`` steps (then constant)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # foreach: one fused update over all parameter tensors (on CPU the default loops over them one by one)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     warmup = max(config.warmup_steps, 1)
     # Step s (0-based) uses lr * min(1, (s + 1) / warmup): lr / warmup first, lr from step warmup - 1 on.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -440,9 +441,7 @@ def _train(model_config, diffusion_config, train_config, data, dist, device, out
     window = torch.zeros(2 + 2 * NUM_T_BINS, dtype=torch.float64, device=device)
     start = last_log_time = time.perf_counter()
     last_log_step = step
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or dist.rank != 0)
+    bar = _progress_bar(config.steps, step, enabled=progress and dist.rank == 0)
     model.train()
     stop = _should_stop(config, step, elapsed_before, dist, device)
     while not stop:
@@ -490,6 +489,27 @@ def _train(model_config, diffusion_config, train_config, data, dist, device, out
     configs = {"model_config": model_config, "diffusion_config": diffusion_config, "train_config": config}
     return TrainResult(model=model, ema_model=ema_model, diffusion=diffusion, history=history, step=step,
                        configs=configs)
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when progress is off (tqdm.auto is then never imported: it can warn on stderr)."""
+
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total, initial, enabled):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train")
 
 
 def _should_stop(config: TrainConfig, step: int, elapsed: float, dist: _Distributed, device) -> bool:
