@@ -1,4 +1,4 @@
-"""Small helpers the book's chapters share: notebook setup and image grids.
+"""Small helpers the book's chapters share: notebook setup, image grids and animations of them.
 
 matplotlib is imported inside the functions that draw, so ``import ddpm_lite`` stays light.
 """
@@ -41,6 +41,22 @@ def glue(name: str, value, fmt: str = "{}"):
     return value
 
 
+def source_line(function, text: str) -> int:
+    """The line number, in its file, of the one line of ``function``'s source that contains ``text``.
+
+    Chapters use it to point at the line of ``ddpm_lite`` that implements a line of an algorithm, without
+    typing a number that the next edit of the package would make wrong. Raises ValueError unless ``text``
+    occurs exactly once.
+    """
+    import inspect
+
+    lines, first = inspect.getsourcelines(function)
+    found = [first + i for i, line in enumerate(lines) if text in line]
+    if len(found) != 1:
+        raise ValueError(f"{text!r} occurs {len(found)} times in the source of {function.__qualname__}, not once")
+    return found[0]
+
+
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
     """Tile images into one picture with ``pad`` pixels of white between them.
 
@@ -71,3 +87,50 @@ def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: s
     if title:
         ax.set_title(title)
     return ax
+
+
+def animate_images(
+    frames, titles=None, frame_labels=None, nrow: int | None = None, interval: int = 200, size: float = 2.0,
+    dpi: int = 72,
+):
+    """A JavaScript animation of image grids that plays in a notebook and in the static HTML of the book.
+
+    frames: (S, N, C, H, W) in [-1, 1], or a list of such tensors (one panel each, side by side, same S).
+    titles: one title per panel; frame_labels: S strings, shown above the panels frame by frame.
+    size: inches per panel; keep S small (about 20): every frame is embedded as a PNG.
+    Returns an ``IPython.display.HTML`` (``FuncAnimation.to_jshtml``); display it as a cell's last value.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+
+    panels = [frames] if isinstance(frames, torch.Tensor) else list(frames)
+    steps = {len(p) for p in panels}
+    if len(steps) != 1 or any(p.ndim != 5 for p in panels):
+        raise ValueError("frames must be (S, N, C, H, W) tensors with the same number S of frames")
+    (num_frames,) = steps
+    if frame_labels is not None and len(frame_labels) != num_frames:
+        raise ValueError(f"need {num_frames} frame labels, got {len(frame_labels)}")
+    grids = [[image_grid(frame, nrow) for frame in panel] for panel in panels]  # panel -> S grids (h, w, c)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size + 0.4), dpi=dpi, squeeze=False)
+    shown = []
+    for k, (ax, panel) in enumerate(zip(axes[0], grids)):
+        first = panel[0].squeeze(-1) if panel[0].shape[-1] == 1 else panel[0]
+        shown.append(ax.imshow(first, cmap="gray", vmin=0, vmax=1, interpolation="nearest"))
+        ax.set_axis_off()
+        if titles:
+            ax.set_title(titles[k], fontsize=9)
+    label = fig.suptitle(frame_labels[0] if frame_labels else "", fontsize=10)
+    fig.tight_layout()
+
+    def draw(i):
+        for image, panel in zip(shown, grids):
+            image.set_data(panel[i].squeeze(-1) if panel[i].shape[-1] == 1 else panel[i])
+        if frame_labels:
+            label.set_text(frame_labels[i])
+        return [*shown, label]
+
+    animation = FuncAnimation(fig, draw, frames=num_frames, interval=interval, blit=False)
+    html = animation.to_jshtml(default_mode="once")
+    plt.close(fig)  # the animation replaces the static figure
+    return HTML(html)
