@@ -229,29 +229,21 @@ def save_image_grid(images, path, ncol: int | None = None, scale: int | None = N
     """Write images (N, C, H, W) in [-1, 1] as one PNG grid (Pillow, imported here).
 
     ncol: images per row (default ceil(sqrt(N))); scale: nearest-neighbour enlargement (default: at least 64 px
-    per image, so 8x8 digits become 64x64); the padding between images is mid grey.
+    per image, so 8x8 digits become 64x64); ``padding`` white pixels between images.
     """
-    import torch
-
     try:
         from PIL import Image
     except ImportError:
         raise ImportError("writing .png needs Pillow: pip install pillow (or write .npy)") from None
-    from .data import to_uint8
+    from .plotting import image_grid
 
     n, c, h, w = images.shape
     if c not in (1, 3):
         raise ValueError(f"a PNG grid needs 1 or 3 channels, got {c}")
-    ncol = ncol or math.ceil(math.sqrt(n))
-    nrow = math.ceil(n / ncol)
     scale = scale or max(1, 64 // max(h, w))
-    tiles = to_uint8(images).repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)  # (N, C, sH, sW)
-    h, w = h * scale, w * scale
-    canvas = torch.full((c, padding + nrow * (h + padding), padding + ncol * (w + padding)), 128, dtype=torch.uint8)
-    for i, tile in enumerate(tiles):
-        top, left = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
-        canvas[:, top:top + h, left:left + w] = tile
-    array = canvas[0].numpy() if c == 1 else canvas.permute(1, 2, 0).numpy()  # (H, W) or (H, W, 3)
+    enlarged = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)  # (N, C, sH, sW)
+    grid = (image_grid(enlarged, ncol, pad=padding) * 255).round().astype("uint8")  # (H', W', C)
+    array = grid[..., 0] if c == 1 else grid
     _write_atomic(Path(path), lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 

@@ -60,7 +60,7 @@ def source_line(function, text: str) -> int:
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
     """Tile images into one picture with ``pad`` pixels of white between them.
 
-    images: (N, C, H, W) in [-1, 1] -> (rows * (H + pad) - pad, nrow * (W + pad) - pad, C) in [0, 1].
+    images: (N, C, H, W) in [-1, 1] -> numpy float32 (rows * (H + pad) - pad, nrow * (W + pad) - pad, C) in [0, 1].
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -72,7 +72,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> t
     blank = torch.ones(rows * nrow - n, *x.shape[1:])
     x = torch.cat([x, blank])
     grid = rearrange(x, "(r c) ch h w -> (r h) (c w) ch", r=rows, c=nrow)
-    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad]
+    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad].numpy()
 
 
 def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None):

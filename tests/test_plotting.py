@@ -1,0 +1,40 @@
+"""plotting: the grid's layout, the animation, source_line, glue."""
+import inspect
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+import ddpm_lite as dl
+from ddpm_lite.plotting import animate_images, image_grid, source_line
+
+
+def test_image_grid_layout_and_range():
+    images = torch.stack([torch.full((1, 2, 3), v) for v in (-1.0, 0.0, 1.0)])  # (3, 1, 2, 3)
+    grid = image_grid(images, nrow=2, pad=1)
+    assert grid.shape == (2 * (2 + 1) - 1, 2 * (3 + 1) - 1, 1)  # 2 rows x 2 columns, 1-pixel gutters
+    assert grid[0, 0, 0] == 0.0 and grid[0, 4, 0] == 0.5 and grid[3, 0, 0] == 1.0  # [-1, 1] -> [0, 1]
+    assert grid[3, 4, 0] == 1.0  # the empty fourth cell is white
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        image_grid(torch.zeros(2, 8, 8))
+
+
+def test_animate_images_embeds_every_frame():
+    frames = torch.rand(3, 4, 1, 8, 8) * 2 - 1  # (S, N, C, H, W)
+    html = animate_images(frames, frame_labels=["a", "b", "c"]).data
+    assert "<script" in html and html.count("data:image/png;base64") >= 3
+
+
+def test_source_line_points_at_the_line():
+    line = source_line(dl.GaussianDiffusion.q_sample, "if noise is None")
+    lines, first = inspect.getsourcelines(dl.GaussianDiffusion.q_sample)
+    assert "if noise is None" in lines[line - first]
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        source_line(dl.GaussianDiffusion.q_sample, "no such text anywhere")
+
+
+def test_glue_returns_and_prints(capsys):
+    assert dl.glue("answer", 42) == 42
+    assert "answer = 42" in capsys.readouterr().out
