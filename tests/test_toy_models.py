@@ -12,12 +12,7 @@ from ddpm_lite.training import TrainConfig
 from ddpm_lite.unet import TimeEmbedding, timestep_embedding
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 SMALL = dict(width=32, num_blocks=2, time_channels=8)

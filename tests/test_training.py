@@ -26,13 +26,7 @@ TINY = UNetConfig(base_channels=8, channel_mult=(1,), attention_resolutions=(), 
 SHORT = DiffusionConfig(num_timesteps=100, data_bins=17)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and reproducibly, on one thread (the CI machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_config(**changes) -> TrainConfig:

@@ -22,14 +22,7 @@ from ddpm_lite.unet import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from 2 threads, and OpenMP spin-waits badly when other
-    processes share the cores; restore the setting so other test modules are unaffected."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # A config small enough that every test runs in well under a second on 2 CPU cores.
