@@ -142,7 +142,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.channels))
+        emb = timestep_embedding(t, self.channels)  # float32
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))  # a model cast with .double() gets float64
 
 
 class ResidualBlock(nn.Module):

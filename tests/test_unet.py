@@ -183,6 +183,16 @@ def test_bf16_autocast_close_to_fp32():
     assert relative_error < 0.05, relative_error
 
 
+def test_float64_model_matches_float32():
+    model = randomize_zero_init(UNet(UNetConfig(**TINY))).eval()
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 100, 999])
+    with torch.no_grad():
+        reference = model(x, t)
+        double = model.double()(x.double(), t)  # the time embedding follows the weights' dtype
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), reference, rtol=1e-4, atol=1e-5)  # float32 rounding only
+
+
 @pytest.mark.parametrize("injection", ["additive", "scale_shift"])
 def test_gradients_reach_every_parameter(injection):
     model = randomize_zero_init(UNet(UNetConfig(**TINY, injection=injection, learn_sigma=True)))
