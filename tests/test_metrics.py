@@ -12,6 +12,7 @@ from ddpm_lite import metrics
 from ddpm_lite.metrics import (
     DigitClassifier,
     classifier_accuracy,
+    classify_digits,
     digit_features,
     digits_fd,
     digits_split,
@@ -97,6 +98,19 @@ def test_classifier_heldout_accuracy(classifier):
     assert len(held_x) == metrics.HELDOUT_SIZE
     assert classifier_accuracy(model, held_x, held_y) > 0.95
     assert digit_features(held_x).shape == (len(held_x), DigitClassifier.feature_dim)
+
+
+def test_classify_digits_agrees_with_accuracy_and_separates_noise(classifier):
+    model, _ = classifier
+    _, _, held_x, held_y = digits_split()
+    labels, confidence = classify_digits(held_x)
+    assert labels.shape == confidence.shape == (len(held_x),) and labels.dtype == torch.int64
+    assert float((labels == held_y).float().mean()) == classifier_accuracy(model, held_x, held_y)
+    assert ((confidence >= 0.1) & (confidence <= 1)).all()  # the largest of 10 probabilities
+    noise = torch.rand(360, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    _, noise_confidence = classify_digits(noise)
+    # real held-out digits are read with confidence far more often than uniform noise
+    assert (confidence >= 0.9).float().mean() > 0.85 > 0.5 > (noise_confidence >= 0.9).float().mean()
 
 
 def test_split_is_fixed_and_disjoint():
