@@ -75,10 +75,17 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> t
     return grid[: grid.shape[0] - pad, : grid.shape[1] - pad].numpy()
 
 
-def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None):
-    """Draw an image grid (see :func:`image_grid`) on a matplotlib axis and return the axis."""
+def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None,
+                captions=None, caption_colors=None):
+    """Draw an image grid (see :func:`image_grid`) on a matplotlib axis and return the axis.
+
+    captions: optional N strings, written small in the bottom-right corner of each image, in caption_colors
+    (N matplotlib colours; default yellow).
+    """
     import matplotlib.pyplot as plt
 
+    n, _, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
     grid = image_grid(images, nrow)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
@@ -86,6 +93,15 @@ def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: s
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+    if captions is not None:
+        colors = ["yellow"] * n if caption_colors is None else list(caption_colors)
+        if len(captions) != n or len(colors) != n:
+            raise ValueError(f"give one caption and colour per image: {n} images, {len(captions)} captions, "
+                             f"{len(colors)} colours")
+        for i, (text, color) in enumerate(zip(captions, colors)):
+            row, column = divmod(i, nrow)  # pixel centres are integers, so a tile spans [-0.5, w - 0.5]
+            ax.text(column * (w + 1) + w - 0.5, row * (h + 1) + h - 0.5, text, ha="right", va="bottom", fontsize=7,
+                    color=color, fontweight="bold")
     return ax
 
 

@@ -21,6 +21,21 @@ def test_image_grid_layout_and_range():
         image_grid(torch.zeros(2, 8, 8))
 
 
+def test_show_images_puts_each_caption_in_the_corner_of_its_image():
+    import matplotlib.pyplot as plt
+
+    images = torch.zeros(5, 1, 8, 8)
+    ax = dl.show_images(images, nrow=3, captions=list("abcde"), caption_colors=["red"] * 4 + ["lime"])
+    texts = {t.get_text(): t for t in ax.texts}
+    assert sorted(texts) == list("abcde")
+    # the 5th image is row 1, column 1: its bottom-right pixel edge is at (1 * 9 + 7.5, 1 * 9 + 7.5)
+    assert texts["e"].get_position() == (16.5, 16.5) and texts["e"].get_color() == "lime"
+    assert texts["a"].get_position() == (7.5, 7.5)
+    with pytest.raises(ValueError, match="one caption and colour per image"):
+        dl.show_images(images, captions=["a"])
+    plt.close("all")
+
+
 def test_animate_images_embeds_every_frame():
     frames = torch.rand(3, 4, 1, 8, 8) * 2 - 1  # (S, N, C, H, W)
     html = animate_images(frames, frame_labels=["a", "b", "c"]).data
