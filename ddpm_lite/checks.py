@@ -15,7 +15,7 @@ wrong shape or returns NaN fails with a one-sentence message instead of an excep
 Time-step convention, as everywhere in ddpm_lite: ``t`` is an int64 tensor (B,) of indices 0 ... T-1, and index
 0 is the paper's t = 1.
 
-Adding a check (Part II and later): write the reference with the reader's signature (it should call the package),
+Adding a check: write the reference with the reader's signature (it should call the package),
 a ``make_trials()`` returning a list of argument dicts, and a dict ``{message: wrong_function}`` of typical
 mistakes, then wrap them in an :class:`Exercise` and add a ``check_*`` function that calls ``Exercise.check``.
 :func:`compare` is the one generic grader behind every check.
@@ -30,6 +30,7 @@ import torch
 
 from .diffusion import GaussianDiffusion
 from .losses import mean_flat, normal_kl
+from .sampling import ddim_sample, respace, space_timesteps
 from .schedules import NoiseSchedule, extract
 
 __all__ = [
@@ -44,6 +45,14 @@ __all__ = [
     "check_eps_loss_weight",
     "check_p_sample_step",
     "check_timestep_embedding",
+    "check_training_loss",
+    "check_ema_update",
+    "check_ddim_step",
+    "check_respaced_betas",
+    "check_up_in_channels",
+    "check_residual_block_parameters",
+    "check_embedding_dot",
+    "check_learned_log_variance",
 ]
 
 
@@ -670,6 +679,405 @@ def check_timestep_embedding(fn: Callable) -> CheckResult:
     return TIMESTEP_EMBEDDING.check(fn)
 
 
+# =============================================================================================== Part II
+# ------------------------------------------------------------------------- L_simple, Algorithm 1 lines 2-5
+def _training_loss_reference(model, x_start, t, noise, schedule):
+    return GaussianDiffusion(schedule).training_losses(model, x_start, t=t, noise=noise)["loss"]
+
+
+def _toy_model(x_t, t):
+    """A fixed stand-in for eps_theta that depends on x_t and t."""
+    return torch.tanh(x_t) * (1 + t.to(x_t.dtype).reshape(-1, 1, 1, 1) / 100)
+
+
+def _training_loss_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(100 + seed)
+        trials.append({"model": _toy_model, "x_start": _uniform(IMAGE, g), "t": _times(s.num_timesteps, IMAGE[0], g),
+                       "noise": _normal(IMAGE, g), "schedule": s})
+    return trials
+
+
+def _training_loss_with(make_x_t, target="noise", model_input="x_t"):
+    def wrong(model, x_start, t, noise, schedule):
+        x_t = make_x_t(x_start, t, noise, schedule)
+        output = model(x_t if model_input == "x_t" else x_start, t)
+        return mean_flat(((noise if target == "noise" else x_start) - output) ** 2)
+
+    return wrong
+
+
+TRAINING_LOSS = Exercise(
+    name="GaussianDiffusion.training_losses",
+    signature="fn(model, x_start, t, noise, schedule) -> (B,)",
+    reference=_training_loss_reference,
+    make_trials=_training_loss_trials,
+    mistakes={
+        "regressed x_0: the target of L_simple is the noise ε": _training_loss_with(
+            _q_sample_reference, target="x_start"),
+        "gave the model x_0: it sees the noisy x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(
+            _q_sample_reference, model_input="x_0"),
+        "summed over the pixels: average the squared error over each image's C·H·W values":
+            lambda model, x_start, t, noise, schedule: _training_loss_reference(model, x_start, t, noise, schedule)
+            * x_start[0].numel(),
+        "used α_t where ᾱ_t belongs: x_t is one jump from x_0, √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(
+            lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(x_start, t, noise)),
+        "forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(_q_sample_with("ab", "1-ab")),
+    },
+)
+
+
+def check_training_loss(fn: Callable) -> CheckResult:
+    """Grade ``fn(model, x_start, t, noise, schedule) -> (B,)``, the per-image L_simple of Algorithm 1:
+    mean over pixels of ||noise - model(sqrt(alpha_bar_t) x_start + sqrt(1 - alpha_bar_t) noise, t)||^2.
+
+    model: a callable (x_t, t) -> eps; x_start, noise: (B, C, H, W) float64; t: (B,) int64.
+    Reference: :meth:`GaussianDiffusion.training_losses` (loss_type "simple").
+    """
+    return TRAINING_LOSS.check(fn)
+
+
+# ------------------------------------------------------------------------------- one EMA update of the weights
+def _ema_update_reference(ema_weight, weight, decay):
+    from .training import make_ema  # the trainer is imported only by this check
+
+    holder = torch.nn.ParameterDict({"w": torch.nn.Parameter(ema_weight.clone())})
+    average = make_ema(holder, decay)
+    average.update_parameters(holder)  # torch's first update copies: the average is now ema_weight
+    with torch.no_grad():
+        holder["w"].copy_(weight)
+    average.update_parameters(holder)  # one EMA step
+    return average.module["w"].detach()
+
+
+def _ema_update_trials():
+    g = _generator(110)
+    return [{"ema_weight": _normal((4, 3), g), "weight": _normal((4, 3), g), "decay": decay} for decay in (0.9, 0.99)]
+
+
+EMA_UPDATE = Exercise(
+    name="the EMA of training.make_ema",
+    signature="fn(ema_weight, weight, decay) -> new ema_weight",
+    reference=_ema_update_reference,
+    make_trials=_ema_update_trials,
+    time_arg=None,
+    mistakes={
+        "swapped the weights: the old average keeps the large share d, the new weights get 1 − d":
+            lambda ema_weight, weight, decay: (1 - decay) * ema_weight + decay * weight,
+        "forgot the factor 1 − d on the new weights: the two shares must add up to 1":
+            lambda ema_weight, weight, decay: decay * ema_weight + weight,
+        "returned the new weights: the average moves only a fraction 1 − d towards them":
+            lambda ema_weight, weight, decay: weight,
+    },
+)
+
+
+def check_ema_update(fn: Callable) -> CheckResult:
+    """Grade ``fn(ema_weight, weight, decay) -> new ema_weight``, one update d * ema + (1 - d) * weight.
+
+    ema_weight, weight: (4, 3) float64 tensors; decay: a float. Reference: :func:`ddpm_lite.training.make_ema`.
+    """
+    return EMA_UPDATE.check(fn)
+
+
+# ---------------------------------------------------------------------------- one DDIM step (eta = 0)
+def _ddim_step_reference(x_t, t, eps, schedule):
+    return ddim_sample(GaussianDiffusion(schedule), lambda x, s: eps, x_t, t, eta=0.0, clip_denoised=False)["sample"]
+
+
+def _ddim_step_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(200 + seed)
+        t = _times(s.num_timesteps, IMAGE[0], g)
+        t[0] = 0 if seed == 0 else t[0]  # index 0: the last step, where alpha_bar_{t-1} = 1
+        trials.append({"x_t": _normal(IMAGE, g), "t": t, "eps": _normal(IMAGE, g), "schedule": s})
+    return trials
+
+
+def _ddim_step_with(prev="alphas_cumprod_prev", roots=True, noise_term=True):
+    def wrong(x_t, t, eps, schedule):
+        alpha_bar, alpha_bar_prev = _c(schedule, "alphas_cumprod", t, x_t), _c(schedule, prev, t, x_t)
+        x0_hat = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        signal, noise = (alpha_bar_prev.sqrt(), (1 - alpha_bar_prev).sqrt()) if roots else (alpha_bar_prev, 1 - alpha_bar_prev)
+        return signal * x0_hat + (noise * eps if noise_term else 0)
+
+    return wrong
+
+
+DDIM_STEP = Exercise(
+    name="sampling.ddim_sample with eta = 0",
+    signature="fn(x_t, t, eps, schedule) -> x_{t-1}",
+    reference=_ddim_step_reference,
+    make_trials=_ddim_step_trials,
+    mistakes={
+        "used ᾱ_t where ᾱ_{t−1} belongs: the step moves to the noise level of t − 1 (your x_{t−1} is x_t)":
+            _ddim_step_with(prev="alphas_cumprod"),
+        "forgot the square roots: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ": _ddim_step_with(roots=False),
+        "left out the predicted noise: DDIM adds √(1 − ᾱ_{t−1}) ε_θ back to √ᾱ_{t−1} x̂_0":
+            _ddim_step_with(noise_term=False),
+        "took Algorithm 2's mean, eq. (11): DDIM's step is √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ":
+            lambda x_t, t, eps, schedule: GaussianDiffusion(schedule).mean_from_eps(x_t, t, eps),
+    },
+)
+
+
+def check_ddim_step(fn: Callable) -> CheckResult:
+    """Grade ``fn(x_t, t, eps, schedule) -> x_{t-1}``, the deterministic DDIM step (Song et al. eq. (12), eta = 0):
+    sqrt(alpha_bar_{t-1}) x0_hat + sqrt(1 - alpha_bar_{t-1}) eps, x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
+
+    x_t, eps: (B, C, H, W) float64; t: (B,) int64, one trial includes index 0. Reference: :func:`sampling.ddim_sample`.
+    """
+    return DDIM_STEP.check(fn)
+
+
+# ------------------------------------------------------------------------ the betas of a respaced chain
+def _respaced_betas_reference(schedule, timesteps):
+    return respace(GaussianDiffusion(schedule), timesteps).schedule.betas
+
+
+def _respaced_betas_trials():
+    g = _generator(210)
+    trials = []
+    for s, K in zip(_trial_schedules()[1:], (7, 25)):
+        trials.append({"schedule": s, "timesteps": space_timesteps(s.num_timesteps, K)})
+        trials.append({"schedule": s, "timesteps": torch.randperm(s.num_timesteps, generator=g)[:K].sort().values.tolist()})
+    return trials
+
+
+def _respaced_betas_dividing_first_by(first_previous: Callable):
+    def wrong(schedule, timesteps):
+        kept = schedule.alphas_cumprod[timesteps]
+        return 1 - kept / torch.cat([first_previous(kept), kept[:-1]])
+
+    return wrong
+
+
+RESPACED_BETAS = Exercise(
+    name="respace",
+    signature="fn(schedule, timesteps) -> (K,)",
+    reference=_respaced_betas_reference,
+    make_trials=_respaced_betas_trials,
+    time_arg=None,
+    mistakes={
+        "kept the one-step β_{τ_i} = 1 − ᾱ_{τ_i}/ᾱ_{τ_i − 1}: divide by ᾱ at the previous *kept* step, τ_{i−1}":
+            lambda schedule, timesteps: schedule.betas[timesteps],
+        "the first step divides by ᾱ_{τ_0} = 1 (the chain starts at x_0), not by ᾱ_{τ_1}":
+            _respaced_betas_dividing_first_by(lambda kept: kept[:1]),
+        "returned the ratios ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, which are α'_i: β'_i = 1 − α'_i":
+            lambda schedule, timesteps: 1 - _respaced_betas_reference(schedule, timesteps),
+    },
+)
+
+
+def check_respaced_betas(fn: Callable) -> CheckResult:
+    """Grade ``fn(schedule, timesteps) -> (K,)``, the variances beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}}
+    (alpha_bar_{tau_0} = 1) of the chain that keeps the sorted indices ``timesteps``. Reference: :func:`sampling.respace`.
+    """
+    return RESPACED_BETAS.check(fn)
+
+
+# ----------------------------------------------------------------- the U-Net's decoder channel bookkeeping
+def _decoder_columns(base_channels, channel_mult, num_res_blocks):
+    """(c_h, c_skip, c_out) of every decoder ResidualBlock, read from a real U-Net, and the pushed skips."""
+    from .unet import UNet, UNetConfig, unet_layout  # the network is imported only by the U-Net checks
+
+    net = UNet(UNetConfig(base_channels=base_channels, channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks,
+                          attention_resolutions=(), num_heads=1, image_size=4 * 2 ** (len(channel_mult) - 1)))
+    nodes = [n for n in unet_layout(net)["nodes"] if "skip_ch" in n]
+    pushed = [net.input_conv.out_channels] + [c for block in net.down for c in block.skip_channels]
+    return ([n["in_ch"] - n["skip_ch"] for n in nodes], [n["skip_ch"] for n in nodes], [n["out_ch"] for n in nodes],
+            pushed)
+
+
+def _up_in_channels_reference(base_channels, channel_mult, num_res_blocks):
+    h, skip, _, _ = _decoder_columns(base_channels, channel_mult, num_res_blocks)
+    return torch.tensor([a + b for a, b in zip(h, skip)])
+
+
+def _up_in_channels_fifo(base_channels, channel_mult, num_res_blocks):
+    h, _, _, pushed = _decoder_columns(base_channels, channel_mult, num_res_blocks)
+    return torch.tensor([a + b for a, b in zip(h, pushed)])  # skips taken first-in, first-out
+
+
+UP_IN_CHANNELS = Exercise(
+    name="the decoder's ResidualBlock input channels",
+    signature="fn(base_channels, channel_mult, num_res_blocks) -> (number of decoder ResidualBlocks,) int tensor",
+    reference=_up_in_channels_reference,
+    make_trials=lambda: [dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1),
+                         dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2),
+                         dict(base_channels=8, channel_mult=(1, 2, 3, 4), num_res_blocks=1)],
+    time_arg=None,
+    mistakes={
+        "left out the skip: a decoder block reads cat([h, skip]), so in_c = c_h + c_skip":
+            lambda base_channels, channel_mult, num_res_blocks: torch.tensor(
+                _decoder_columns(base_channels, channel_mult, num_res_blocks)[0]),
+        "used in_c = 2 c_out: the skip has the channels of the encoder tensor it comes from, and the first block of"
+        " a level receives h from the level below":
+            lambda base_channels, channel_mult, num_res_blocks: 2 * torch.tensor(
+                _decoder_columns(base_channels, channel_mult, num_res_blocks)[2]),
+        "took the skips first-in, first-out: the decoder pops the most recent skip (last in, first out)":
+            _up_in_channels_fifo,
+    },
+)
+
+
+def check_up_in_channels(fn: Callable) -> CheckResult:
+    """Grade ``fn(base_channels, channel_mult, num_res_blocks) -> int tensor``: the input channels of every decoder
+    ResidualBlock of a :class:`~ddpm_lite.unet.UNet`, in execution order. Reference: the modules of a real UNet.
+    """
+    return UP_IN_CHANNELS.check(fn)
+
+
+def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection, leave_out: Callable):
+    """The parameter count of a ResidualBlock less the parameters for which ``leave_out(name)`` is true."""
+    from .unet import ResidualBlock
+
+    block = ResidualBlock(in_ch, out_ch, time_dim, injection=injection)
+    return torch.tensor(sum(p.numel() for name, p in block.named_parameters() if not leave_out(name)))
+
+
+def _time_projection(in_ch, out_ch, time_dim, injection, sign: int, when: str):
+    """The full count, minus (sign = -1) or plus (+1) one projection time_dim -> out_ch when injection == when."""
+    full = _residual_block_parameters_without(in_ch, out_ch, time_dim, injection, lambda name: False)
+    return full + sign * (time_dim + 1) * out_ch * (injection == when)
+
+
+RESIDUAL_BLOCK_PARAMETERS = Exercise(
+    name="the parameter count of unet.ResidualBlock",
+    signature="fn(in_ch, out_ch, time_dim, injection) -> int",
+    reference=lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
+        in_ch, out_ch, time_dim, injection, lambda name: False),
+    make_trials=lambda: [dict(in_ch=32, out_ch=32, time_dim=128, injection="additive"),
+                         dict(in_ch=32, out_ch=64, time_dim=128, injection="scale_shift"),
+                         dict(in_ch=96, out_ch=32, time_dim=64, injection="none"),
+                         dict(in_ch=64, out_ch=32, time_dim=128, injection="additive")],
+    time_arg=None,
+    rtol=0,
+    atol=0,
+    mistakes={
+        "forgot the 1x1 skip convolution: when in_ch != out_ch the skip path is a Conv2d(in_ch, out_ch, 1) with a bias":
+            lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
+                in_ch, out_ch, time_dim, injection, lambda name: name.startswith("skip.")),
+        "scale_shift projects the time embedding to 2 out_ch values (a scale and a shift per channel), not out_ch":
+            lambda in_ch, out_ch, time_dim, injection: _time_projection(
+                in_ch, out_ch, time_dim, injection, -1, "scale_shift"),
+        "forgot the biases of the convolutions and the linear layer":
+            lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
+                in_ch, out_ch, time_dim, injection, lambda name: name.endswith("bias") and "norm" not in name),
+        "forgot GroupNorm's own parameters: a learned scale and shift per channel, in both norms":
+            lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
+                in_ch, out_ch, time_dim, injection, lambda name: "norm" in name),
+        "counted the time projection although injection is 'none': then the block has no time_proj":
+            lambda in_ch, out_ch, time_dim, injection: _time_projection(in_ch, out_ch, time_dim, injection, 1, "none"),
+    },
+)
+
+
+def check_residual_block_parameters(fn: Callable) -> CheckResult:
+    """Grade ``fn(in_ch, out_ch, time_dim, injection) -> int``, the parameter count of
+    ``unet.ResidualBlock(in_ch, out_ch, time_dim, injection=injection)``. Reference: the module itself.
+    """
+    return RESIDUAL_BLOCK_PARAMETERS.check(fn)
+
+
+# --------------------------------------------------------------- the dot product of two time embeddings
+def _embedding_dot_reference(t, s, dim):
+    e_t, e_s = _timestep_embedding_reference(t, dim), _timestep_embedding_reference(s, dim)
+    return (e_t.double() * e_s.double()).sum(1)
+
+
+def _embedding_dot_with(combine: Callable, exponent_scale: Callable | None = None):
+    def wrong(t, s, dim):
+        k = dim // 2
+        freqs = 10000.0 ** (-torch.arange(k, dtype=torch.float64) / (exponent_scale(dim) if exponent_scale else k))
+        return torch.cos(combine(t.double(), s.double())[:, None] * freqs).sum(1)
+
+    return wrong
+
+
+EMBEDDING_DOT = Exercise(
+    name="the dot product of two sinusoidal embeddings",
+    signature="fn(t, s, dim) -> (B,)",
+    reference=_embedding_dot_reference,
+    make_trials=lambda: [{"t": torch.randint(0, 1000, (6,), generator=_generator(70 + i)),
+                          "s": torch.randint(0, 1000, (6,), generator=_generator(80 + i)),
+                          "dim": dim} for i, dim in enumerate((16, 32, 64))],
+    time_arg=None,
+    rtol=1e-4,
+    atol=5e-3,  # the reference multiplies float32 sines of arguments up to 1000 radians
+    mistakes={
+        "used t + s: sin a sin b + cos a cos b = cos(a − b), a function of the difference t − s":
+            _embedding_dot_with(lambda t, s: t + s),
+        "divided the exponent by dim instead of k = dim // 2: the frequencies are 10000^(−i/k)":
+            _embedding_dot_with(lambda t, s: t - s, exponent_scale=lambda dim: dim),
+        "returned the mean over the k frequencies: the dot product is their sum": lambda t, s, dim:
+            _embedding_dot_reference(t, s, dim) / (dim // 2),
+    },
+)
+
+
+def check_embedding_dot(fn: Callable) -> CheckResult:
+    """Grade ``fn(t, s, dim) -> (B,)``, e(t) . e(s) of the sinusoidal embeddings = sum_i cos((t - s) f_i).
+
+    t, s: (B,) int64. Reference: the dot product of :func:`ddpm_lite.unet.timestep_embedding`'s vectors.
+    """
+    return EMBEDDING_DOT.check(fn)
+
+
+# ---------------------------------------------------------- the learned variance of Nichol & Dhariwal
+def _learned_log_variance_reference(v, t, schedule):
+    diffusion = GaussianDiffusion(schedule, model_var_type="learned_range", loss_type="hybrid")
+    return diffusion.p_variance(v, t, v)[1]  # x_t only sets the shape; v is the variance output
+
+
+def _learned_log_variance_with(fraction: Callable, interpolate_logs: bool = True, swap: bool = False):
+    def wrong(v, t, schedule):
+        high = schedule.betas.log()[t][:, None]
+        low = schedule.posterior_log_variance_clipped[t][:, None]
+        if swap:
+            high, low = low, high
+        w = fraction(v)
+        if interpolate_logs:
+            return w * high + (1 - w) * low
+        return (w * high.exp() + (1 - w) * low.exp()).log()
+
+    return wrong
+
+
+def _learned_log_variance_trials():
+    trials = []
+    for seed, s in enumerate(_trial_schedules()):
+        g = _generator(90 + seed)
+        trials.append({"v": _uniform((6, 2), g), "t": _times(s.num_timesteps, 6, g), "schedule": s})
+    return trials
+
+
+LEARNED_LOG_VARIANCE = Exercise(
+    name="GaussianDiffusion.p_variance (learned_range)",
+    signature="fn(v, t, schedule) -> log sigma_t^2, (B, D)",
+    reference=_learned_log_variance_reference,
+    make_trials=_learned_log_variance_trials,
+    mistakes={
+        "used v itself as the weight: the network's v lies in [−1, 1]; the weight of log β_t is (v + 1) / 2":
+            _learned_log_variance_with(lambda v: v),
+        "interpolated the variances: Nichol and Dhariwal interpolate the log-variances, "
+        "log σ² = w log β_t + (1 − w) log β̃_t": _learned_log_variance_with(lambda v: (v + 1) / 2, interpolate_logs=False),
+        "swapped β_t and β̃_t: v = 1 means σ_t² = β_t (the upper end), v = −1 means β̃_t":
+            _learned_log_variance_with(lambda v: (v + 1) / 2, swap=True),
+    },
+)
+
+
+def check_learned_log_variance(fn: Callable) -> CheckResult:
+    """Grade ``fn(v, t, schedule) -> (B, D)``: log sigma_t^2 = w log beta_t + (1 - w) log beta_tilde_t with
+    w = (v + 1) / 2 (Nichol & Dhariwal eq. (15)). v: (B, D) in [-1, 1]; t: (B,) int64 with 1 <= t <= T-2.
+    Reference: :meth:`GaussianDiffusion.p_variance` with model_var_type "learned_range".
+    """
+    return LEARNED_LOG_VARIANCE.check(fn)
+
+
 EXERCISES: dict[str, Exercise] = {
     "q_sample": Q_SAMPLE,
     "posterior_mean": POSTERIOR_MEAN,
@@ -678,5 +1086,13 @@ EXERCISES: dict[str, Exercise] = {
     "eps_loss_weight": EPS_LOSS_WEIGHT,
     "p_sample_step": P_SAMPLE_STEP,
     "timestep_embedding": TIMESTEP_EMBEDDING,
+    "training_loss": TRAINING_LOSS,
+    "ema_update": EMA_UPDATE,
+    "ddim_step": DDIM_STEP,
+    "respaced_betas": RESPACED_BETAS,
+    "up_in_channels": UP_IN_CHANNELS,
+    "residual_block_parameters": RESIDUAL_BLOCK_PARAMETERS,
+    "embedding_dot": EMBEDDING_DOT,
+    "learned_log_variance": LEARNED_LOG_VARIANCE,
 }
 """Every exercise by name; ``EXERCISES[name].wrong_answers()`` lists its typical mistakes as functions."""
