@@ -2,7 +2,7 @@
 
 Nothing is downloaded. The first call of :func:`load_pretrained_digits` trains the default digits model
 (:func:`~ddpm_lite.training.default_configs`) for a fixed number of steps with a fixed seed on two CPU threads
-(about 100 s on two cores) and stores the checkpoint under ``$DDPM_LITE_CACHE`` (default ``~/.cache/ddpm_lite``) in
+(90-105 s on two cores) and stores the checkpoint under ``$DDPM_LITE_CACHE`` (default ``~/.cache/ddpm_lite``) in
 ``pretrained/``, named by a hash of the configs: change a config (or :data:`PRETRAINED_VERSION`) and the next
 call trains a new model. A file lock lets several processes (parallel notebook runs in CI) share one cache:
 one trains, the others wait and then load. The checkpoint is an ordinary one (:func:`load_checkpoint` reads it)
@@ -24,13 +24,14 @@ import torch
 from .training import CHECKPOINT_NAME, LOG_NAME, TrainConfig, default_configs, load_checkpoint, read_log, train
 
 PRETRAINED_VERSION = 3  # bump to retrain every cached model (e.g. after a change to the training code)
-PRETRAINED_STEPS = 800  # x 128 images: ~100 s on two free cores of a recent x86 CPU (~1,000-1,200 images/s)
+PRETRAINED_STEPS = 700  # x 128 images: 90-105 s on two free cores of a recent x86 CPU (~900-1,100 images/s), so
+# that a chapter that trains it first (sampling, run on its own with an empty cache) stays under 3 minutes
 PRETRAINED_BATCH_SIZE = 128
 PRETRAINED_THREADS = 2  # a fixed count: the reduction order of some kernels depends on it
 # Measured on 2 cores, 400 samples of 1000 steps each (Frechet distance of ddpm_lite.metrics; % read by its digit
-# classifier with probability >= 0.9, held-out real digits: 97%): 800 x 128 on 2 threads (100 s) 10.3 and 92%;
-# 1000 x 128 (112 s) 10.6 and 92%, with a cosine decay of the learning rate 11.8 and 92%; the previous recipe,
-# 800 x 64 on 1 thread (76 s), 13.4 and 88%.
+# classifier with probability >= 0.9, held-out real digits: 97%), all x 128 on 2 threads: 600 steps (76 s) 9.8 and
+# 89%; 800 steps (100 s) 10.3 and 92%; 1000 steps (112 s) 10.6 and 92%, with a cosine decay of the learning rate
+# 11.8 and 92%. The previous recipe, 800 x 64 on 1 thread (76 s), 13.4 and 88%.
 
 
 def pretrained_digits_configs():
