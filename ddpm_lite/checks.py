@@ -930,7 +930,8 @@ def check_up_in_channels(fn: Callable) -> CheckResult:
     return UP_IN_CHANNELS.check(fn)
 
 
-def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection, leave_out: Callable):
+def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection,
+                                       leave_out: Callable = lambda name: False):
     """The parameter count of a ResidualBlock less the parameters for which ``leave_out(name)`` is true."""
     from .unet import ResidualBlock
 
@@ -940,7 +941,7 @@ def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection, leave
 
 def _time_projection(in_ch, out_ch, time_dim, injection, sign: int, when: str):
     """The full count, minus (sign = -1) or plus (+1) one projection time_dim -> out_ch when injection == when."""
-    full = _residual_block_parameters_without(in_ch, out_ch, time_dim, injection, lambda name: False)
+    full = _residual_block_parameters_without(in_ch, out_ch, time_dim, injection)
     return full + sign * (time_dim + 1) * out_ch * (injection == when)
 
 
@@ -948,7 +949,7 @@ RESIDUAL_BLOCK_PARAMETERS = Exercise(
     name="the parameter count of unet.ResidualBlock",
     signature="fn(in_ch, out_ch, time_dim, injection) -> int",
     reference=lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
-        in_ch, out_ch, time_dim, injection, lambda name: False),
+        in_ch, out_ch, time_dim, injection),
     make_trials=lambda: [dict(in_ch=32, out_ch=32, time_dim=128, injection="additive"),
                          dict(in_ch=32, out_ch=64, time_dim=128, injection="scale_shift"),
                          dict(in_ch=96, out_ch=32, time_dim=64, injection="none"),
