@@ -7,18 +7,22 @@ values in [-1, 1] (pixel / max_pixel * 2 - 1), the range DDPM assumes for x_0.
 ``load_dataset_with_labels(name)`` returns the same images and their int64
 class labels (N,).
 
-=================  ===========  ======  ==================================
-name               shape        N       source
-=================  ===========  ======  ==================================
-``digits``         (1, 8, 8)    1,797   scikit-learn, ships offline
-``mnist``          (1, 28, 28)  60k/10k torchvision (files or download)
-``fashion_mnist``  (1, 28, 28)  60k/10k torchvision (files or download)
-``cifar10``        (3, 32, 32)  50k/10k torchvision (files or download)
-=================  ===========  ======  ==================================
+=================  ===========  ========  ==================================
+name               shape        N         source
+=================  ===========  ========  ==================================
+``digits``         (1, 8, 8)    1437/360  scikit-learn, ships offline
+``mnist``          (1, 28, 28)  60k/10k   torchvision (files or download)
+``fashion_mnist``  (1, 28, 28)  60k/10k   torchvision (files or download)
+``cifar10``        (3, 32, 32)  50k/10k   torchvision (files or download)
+=================  ===========  ========  ==================================
 
 ``digits`` is the default because it needs no network: 1,797 real hand-written
-digits, 8x8 pixels, 17 grey levels (0..16). It has no official train/test split,
-so ``train`` is ignored and all 1,797 images are returned.
+digits, 8x8 pixels, 17 grey levels (0..16). scikit-learn ships no writer ids and
+no official split, so ddpm_lite fixes one, seeded and documented
+(:func:`digits_split_indices`): ``train=True`` gives the 1,437 training digits,
+``train=False`` the 360 held-out digits that no model, no classifier and no
+chapter trains on. Every quality number (Fréchet distance, bits/dim) is measured
+on the held-out digits; ``train=None`` returns all 1,797 (for pictures only).
 
 The torchvision sets look for their files under ``root``, which defaults to
 ``$DDPM_LITE_DATA`` or else ``~/.cache/ddpm_lite/data``. If they are missing
@@ -56,10 +60,13 @@ import torch
 __all__ = [
     "DATASETS",
     "DATASET_SHAPES",
+    "DIGITS_HELDOUT_SIZE",
+    "DIGITS_SPLIT_SEED",
     "TOY_2D",
     "DatasetNotFoundError",
     "GaussianMixture",
     "default_data_root",
+    "digits_split_indices",
     "load_dataset",
     "load_dataset_with_labels",
     "make_toy_2d",
@@ -77,8 +84,16 @@ DATASET_SHAPES = {
 }
 """Native (C, H, W) of each dataset, before any ``pad_to``."""
 
+DIGITS_HELDOUT_SIZE = 360
+"""Digits held out (20 %): the rest, 1,437, are the training split."""
+
+DIGITS_SPLIT_SEED = 0
+"""Seed of the one permutation that splits the digits (changing it would change every number in the book)."""
+
 TOY_2D = ("two_moons", "swiss_roll", "gaussian_mixture")
 """Names accepted by :func:`make_toy_2d`."""
+
+_NUM_DIGITS = 1797  # len(sklearn.datasets.load_digits().images)
 
 # Display name and torchvision folder name for the MNIST family.
 _MNIST_FAMILY = {"mnist": ("MNIST", "MNIST"), "fashion_mnist": ("Fashion-MNIST", "FashionMNIST")}
@@ -103,7 +118,7 @@ def load_dataset(
     name: str = "digits",
     *,
     root: str | os.PathLike | None = None,
-    train: bool = True,
+    train: bool | None = True,
     download: bool = False,
     limit: int | None = None,
     pad_to: int | None = None,
@@ -114,8 +129,9 @@ def load_dataset(
         name: one of :data:`DATASETS` (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``).
         root: folder holding the torchvision datasets; default :func:`default_data_root`.
             Ignored for ``digits``.
-        train: training split if True, else the test split. Ignored for ``digits``,
-            which has no official split (all 1,797 images are returned).
+        train: training split if True, the test (held-out) split if False. For ``digits``: the
+            1,437 training or 360 held-out digits of :func:`digits_split_indices`; None gives all 1,797
+            (None is accepted for ``digits`` only).
         download: let torchvision download missing files (needs a network).
         limit: keep only the first ``limit`` images.
         pad_to: pad each image with the background value -1 (centred) to
@@ -135,7 +151,7 @@ def load_dataset_with_labels(
     name: str = "digits",
     *,
     root: str | os.PathLike | None = None,
-    train: bool = True,
+    train: bool | None = True,
     download: bool = False,
     limit: int | None = None,
     pad_to: int | None = None,
@@ -151,8 +167,14 @@ def load_dataset_with_labels(
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
 
+    if train is None and key != "digits":
+        raise ValueError(f"train=None (all images) is for 'digits' only; use train=True or train=False for {name!r}")
     if key == "digits":
         pixels, labels, max_value = _load_digits()
+        if train is not None:
+            train_idx, heldout_idx = digits_split_indices()
+            keep = train_idx if train else heldout_idx
+            pixels, labels = pixels[keep], labels[keep]
     else:
         data_root = Path(root).expanduser() if root is not None else default_data_root()
         if key in _MNIST_FAMILY:
@@ -176,6 +198,17 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor, float]:
     pixels = torch.as_tensor(bunch.images, dtype=torch.float32).reshape(-1, 1, 8, 8)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     return pixels, labels, 16.0
+
+
+def digits_split_indices() -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed split of the 1,797 digits: (train indices (1437,), held-out indices (360,)), int64.
+
+    One random permutation with :data:`DIGITS_SPLIT_SEED`; its first :data:`DIGITS_HELDOUT_SIZE` entries are held
+    out. scikit-learn's copy has no writer ids, so a split by writer is not possible; a writer's other digits may
+    be in the training split, which makes held-out numbers slightly optimistic compared with unseen writers.
+    """
+    perm = torch.randperm(_NUM_DIGITS, generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    return perm[DIGITS_HELDOUT_SIZE:], perm[:DIGITS_HELDOUT_SIZE]
 
 
 def _not_found(display: str, root: Path, reason: str = "") -> DatasetNotFoundError:

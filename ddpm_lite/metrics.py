@@ -11,14 +11,18 @@ uses its 128 penultimate activations as the feature space::
     labels, confidence = classify_digits(samples)   # which digit, and how sure the classifier is
 
 The number is *not* comparable with published FIDs, only with other numbers
-from this module. Always state the sample count and show the real-vs-real
-floor beside it: the Fréchet distance estimated from finite samples is biased
-upward (roughly by a constant over n), so even a perfect generator scores above
-zero, and more so at small n. Compare models at the same n.
+from this module. Samples are scored against the 360 **held-out** digits
+(``load_dataset("digits", train=False)``), which no model or classifier here
+trains on, so a generator that memorised its training digits gains nothing.
+The estimate from finite samples is biased upward, so even a perfect generator
+scores above zero, and more so at small n: always state n and show
+:func:`real_vs_real_floor` beside it, the one floor of this project — n real
+*training* digits scored by the same function against the same held-out digits.
+Compare models at the same n.
 
-The classifier is trained deterministically on a fixed split of the digits
-(1,437 train / 360 held out), cached in memory and on disk under
-``$DDPM_LITE_CACHE`` (default ``~/.cache/ddpm_lite``) as a plain state_dict.
+The classifier is trained deterministically on the training split of the digits
+(1,437 images), cached in memory and on disk under ``$DDPM_LITE_CACHE``
+(default ``~/.cache/ddpm_lite``) as a plain state_dict.
 """
 
 from __future__ import annotations
@@ -49,14 +53,9 @@ __all__ = [
 CLASSIFIER_VERSION = 1
 """Bump when the architecture or training recipe changes; it names the cache file."""
 
-HELDOUT_SIZE = 360
-"""Digits held out from classifier training (the rest, 1,437, train it)."""
-
-_SPLIT_SEED = 0
-_NUM_DIGITS = 1797
 
 _classifier: DigitClassifier | None = None  # in-memory cache of get_digit_classifier()
-_reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # stats of all 1,797 digits
+_reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # feature stats of the 360 held-out digits
 
 
 class DigitClassifier(nn.Module):
@@ -101,8 +100,8 @@ def _check_digit_images(x: torch.Tensor, what: str = "samples", min_n: int = 1) 
     return x
 
 
-def digits_split(seed: int = _SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fixed random split of the 1,797 digits.
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The package's one split of the digits (:func:`~ddpm_lite.data.digits_split_indices`), with labels.
 
     Returns:
         train_images (1437, 1, 8, 8), train_labels (1437,), heldout_images (360, 1, 8, 8),
@@ -110,10 +109,7 @@ def digits_split(seed: int = _SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor, t
     """
     from .data import load_dataset_with_labels
 
-    images, labels = load_dataset_with_labels("digits")
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    train, held = perm[HELDOUT_SIZE:], perm[:HELDOUT_SIZE]
-    return images[train], labels[train], images[held], labels[held]
+    return (*load_dataset_with_labels("digits", train=True), *load_dataset_with_labels("digits", train=False))
 
 
 def train_digit_classifier(
@@ -290,12 +286,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return max(float(fd), 0.0)
 
 
-def _all_digits_stats() -> tuple[torch.Tensor, torch.Tensor]:
+def _heldout_stats() -> tuple[torch.Tensor, torch.Tensor]:
     global _reference_stats
     if _reference_stats is None:
         from .data import load_dataset
 
-        _reference_stats = feature_statistics(digit_features(load_dataset("digits")))
+        _reference_stats = feature_statistics(digit_features(load_dataset("digits", train=False)))
     return _reference_stats
 
 
@@ -304,13 +300,13 @@ def digits_fd(samples: torch.Tensor, reference: torch.Tensor | None = None) -> f
 
     Args:
         samples: (N, 1, 8, 8) generated images in [-1, 1], N >= 2.
-        reference: (M, 1, 8, 8) real images; default all 1,797 digits.
+        reference: (M, 1, 8, 8) real images; default the 360 held-out digits.
 
-    Biased upward at small N: report N and :func:`real_vs_real_floor` beside it.
+    Biased upward at small N: report N and :func:`real_vs_real_floor` (N) beside it.
     """
     samples = _check_digit_images(samples, "samples", min_n=2)
     if reference is None:
-        mu_r, sigma_r = _all_digits_stats()
+        mu_r, sigma_r = _heldout_stats()
     else:
         mu_r, sigma_r = feature_statistics(digit_features(_check_digit_images(reference, "reference", 2)))
     mu_s, sigma_s = feature_statistics(digit_features(samples))
@@ -318,21 +314,17 @@ def digits_fd(samples: torch.Tensor, reference: torch.Tensor | None = None) -> f
 
 
 def real_vs_real_floor(n: int, seed: int = 0) -> float:
-    """Fréchet distance between two disjoint random sets of n real digits each (n <= 898).
+    """The floor of :func:`digits_fd` at n: ``digits_fd`` of n real training digits, drawn at random with ``seed``.
 
-    What a generator indistinguishable from the data would score at n samples
-    per side; the bias of the estimate, not any flaw, makes it positive.
-    ``digits_fd(samples)`` uses all 1,797 digits as its reference, whose own
-    sampling noise is smaller, so this floor is a slightly conservative (high)
-    estimate of the perfect score there. The floor also varies with ``seed``
-    (at n=500 by tens of percent), so average a few seeds when it matters.
+    A generator whose samples were as good as fresh real digits would score about this at the same n: same
+    estimator, same held-out reference, n real digits in place of n samples. It is positive only because the
+    estimate is biased at finite n. It varies with ``seed`` (by about ten percent at n = 300), so average a few
+    seeds when it matters. n <= 1,437 (the size of the training split).
     """
-    if not isinstance(n, int) or not 2 <= n <= _NUM_DIGITS // 2:
-        raise ValueError(f"n must be an int in [2, {_NUM_DIGITS // 2}] (two disjoint sets of n digits), got {n!r}")
     from .data import load_dataset
 
-    images = load_dataset("digits")
+    images = load_dataset("digits", train=True)
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= len(images):
+        raise ValueError(f"n must be an int in [2, {len(images)}] (the training digits), got {n!r}")
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    first = feature_statistics(digit_features(images[perm[:n]]))
-    second = feature_statistics(digit_features(images[perm[n : 2 * n]]))
-    return frechet_distance(*first, *second)
+    return digits_fd(images[perm[:n]])

@@ -55,7 +55,7 @@ RESUMABLE_CHANGES = ("steps", "time_budget", "bf16", "log_every", "checkpoint_ev
 class TrainConfig:
     """How to train (Algorithm 1). Checkpoints store it as a plain dict; the CLI's flags default to it."""
 
-    dataset: str = "digits"  # a name in ddpm_lite.data.DATASETS; the whole set is held in memory
+    dataset: str = "digits"  # a name in ddpm_lite.data.DATASETS; its training split is held in memory (digits: 1,437)
     batch_size: int = 128  # images per optimizer step and process (torchrun: the global batch is B x processes)
     lr: float = 2e-3  # AdamW learning rate after the warm-up
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
@@ -360,7 +360,7 @@ def train(
     if checkpoint is not None:
         _check_resumable(checkpoint, model_config, diffusion_config, train_config)
 
-    data = load_dataset(train_config.dataset)  # (N, C, H, W) in [-1, 1]
+    data = load_dataset(train_config.dataset, train=True)  # (N, C, H, W) in [-1, 1]; never the held-out split
     expected = (model_config.image_channels, model_config.image_size, model_config.image_size)
     if tuple(data.shape[1:]) != expected:
         raise ValueError(f"dataset {train_config.dataset!r} has images {tuple(data.shape[1:])}, "

@@ -14,9 +14,11 @@ import torch
 
 from ddpm_lite.data import (
     DATASETS,
+    DIGITS_HELDOUT_SIZE,
     TOY_2D,
     DatasetNotFoundError,
     GaussianMixture,
+    digits_split_indices,
     load_dataset,
     load_dataset_with_labels,
     make_toy_2d,
@@ -32,7 +34,7 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def test_digits_images_and_labels():
-    images, labels = load_dataset_with_labels("digits")
+    images, labels = load_dataset_with_labels("digits", train=None)  # all of them
     assert images.shape == (1797, 1, 8, 8)
     assert images.dtype == torch.float32
     assert images.min().item() == -1.0 and images.max().item() == 1.0
@@ -42,12 +44,30 @@ def test_digits_images_and_labels():
     assert torch.equal(levels, torch.arange(17, dtype=torch.float32) / 8 - 1)
     assert labels.dtype == torch.int64 and labels.shape == (1797,)
     assert torch.equal(torch.unique(labels), torch.arange(10))
-    assert torch.equal(load_dataset(), images)  # digits is the default, images only
+    assert torch.equal(load_dataset(train=None), images)  # digits is the default, images only
 
 
-def test_digits_ignores_train_and_honours_limit_and_pad():
+def test_digits_split_is_fixed_disjoint_and_covers_everything():
+    all_images, all_labels = load_dataset_with_labels("digits", train=None)
+    train_idx, heldout_idx = digits_split_indices()
+    assert len(train_idx) == 1437 and len(heldout_idx) == DIGITS_HELDOUT_SIZE == 360
+    assert torch.equal(torch.sort(torch.cat([train_idx, heldout_idx])).values, torch.arange(1797))
+    for train, idx in ((True, train_idx), (False, heldout_idx)):
+        images, labels = load_dataset_with_labels("digits", train=train)
+        assert torch.equal(images, all_images[idx]) and torch.equal(labels, all_labels[idx])
+    assert torch.equal(load_dataset(), all_images[train_idx])  # the default is the training split
+    assert all(torch.equal(a, b) for a, b in zip(digits_split_indices(), (train_idx, heldout_idx)))
+    # every digit class is represented in the held-out split (at least 25 of each)
+    assert torch.bincount(all_labels[heldout_idx], minlength=10).min() >= 25
+
+
+def test_train_none_is_for_digits_only():
+    with pytest.raises(ValueError, match="digits"):
+        load_dataset("mnist", train=None)
+
+
+def test_digits_honours_limit_and_pad():
     full = load_dataset("digits")
-    assert torch.equal(load_dataset("digits", train=False), full)  # no official split
     first = load_dataset("digits", limit=10)
     assert torch.equal(first, full[:10])
     padded = load_dataset("digits", limit=10, pad_to=12)
