@@ -55,6 +55,56 @@ class GaussianMixtureOracle:
         return torch.logsumexp(m.weights.to(x).log()[None] + per_dim.sum(-1), dim=1)
 
 
+class GaussianOracle:
+    """eps*(x_t, t) for data x_0 ~ N(mean, covariance) with a full covariance (correlated coordinates).
+
+    q(x_t) = N(sqrt(alpha_bar_t) mean, alpha_bar_t Sigma + (1 - alpha_bar_t) I), so
+
+        eps*(x_t, t) = E[eps | x_t] = sqrt(1 - alpha_bar_t) (alpha_bar_t Sigma + (1 - alpha_bar_t) I)^{-1}
+                                      (x_t - sqrt(alpha_bar_t) mean).
+
+    Computed in float64 through the eigen-decomposition Sigma = U diag(lambda) U^T (once). Call it like a model:
+    x_t: (B, D), t: (B,) -> (B, D). :meth:`conditional` gives the exact answer an inpainting method should reach.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, mean: torch.Tensor, covariance: torch.Tensor):
+        self.schedule = schedule
+        self.mean = torch.as_tensor(mean, dtype=torch.float64)
+        self.covariance = torch.as_tensor(covariance, dtype=torch.float64)
+        d = self.mean.shape[0]
+        if self.mean.ndim != 1 or self.covariance.shape != (d, d):
+            raise ValueError(f"need mean (D,) and covariance (D, D), got {tuple(self.mean.shape)}, "
+                             f"{tuple(self.covariance.shape)}")
+        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(self.covariance)
+        if self.eigenvalues.min() < 0:
+            raise ValueError("covariance must be positive semi-definite")
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t.double())  # (B, 1)
+        centred = x_t.double() - alpha_bar.sqrt() * self.mean  # (B, D)
+        u = self.eigenvectors
+        scale = (1 - alpha_bar).sqrt() / (alpha_bar * self.eigenvalues + 1 - alpha_bar)  # (B, D) per eigen-direction
+        return (((centred @ u) * scale) @ u.T).to(x_t.dtype)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of x_0: (n, D) float64."""
+        z = torch.randn(n, self.mean.shape[0], generator=generator, dtype=torch.float64)
+        return self.mean + (z * self.eigenvalues.clamp_min(0).sqrt()) @ self.eigenvectors.T
+
+    def conditional(self, known: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact law of the missing coordinates given the known ones, x_k = values: (mean (M,), covariance (M, M)).
+
+        mu_m + Sigma_mk Sigma_kk^{-1} (values - mu_k) and Sigma_mm - Sigma_mk Sigma_kk^{-1} Sigma_km, with
+        known: (D,) bool, values: (K,) for the K known coordinates.
+        """
+        known = torch.as_tensor(known, dtype=torch.bool)
+        missing = ~known
+        s = self.covariance
+        gain = torch.linalg.solve(s[known][:, known], s[known][:, missing]).T  # Sigma_mk Sigma_kk^{-1}: (M, K)
+        mean = self.mean[missing] + gain @ (torch.as_tensor(values, dtype=torch.float64) - self.mean[known])
+        return mean, s[missing][:, missing] - gain @ s[known][:, missing]
+
+
 def quantize(x: torch.Tensor, num_bins: int = 256) -> torch.Tensor:
     """Round values to the nearest of ``num_bins`` levels on [-1, 1] (values outside are clipped)."""
     scale = (num_bins - 1) / 2
