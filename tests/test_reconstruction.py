@@ -253,7 +253,7 @@ def test_classical_baselines_help_and_keep_known_pixels():
         (lambda d: R.sdedit(d, _shrink, _digits_batch(), 5, sampler="dpm"), "ddpm"),
         (lambda d: R.denoise(d, _shrink, _digits_batch(), 0.0), "sigma"),
         (lambda d: R.SuperResolution(3).A(_digits_batch()), "does not divide"),
-        (lambda d: R.ddnm(d, _shrink, _digits_batch(), R.Colorization()), "3-channel"),
+        (lambda d: R.Colorization().A(_digits_batch()), "3-channel"),
         (lambda d: R.SuperResolution(0), "positive integer"),
         (lambda d: R.sdedit(d, _shrink, torch.full((2, 1, 8, 8), float("nan")), 5), "NaN"),
     ],
