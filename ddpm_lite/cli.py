@@ -1,11 +1,16 @@
-"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train a model, or sample from a trained one.
+"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate.
 
     ddpm-lite train  --dataset digits [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR
                      [--resume] [--bf16] [--lr LR] ...
     ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim] [--steps K] [--eta E] [--seed S] --out FILE
 
+    ddpm-lite reconstruct --checkpoint DIR --task denoise|inpaint|superres|sdedit --input FILE --out FILE
+                     [--sigma S] [--mask FILE] [--method replace|repaint|ddnm] [--scale K] [--t T] [--steps K]
+    ddpm-lite eval   --checkpoint DIR --metric fd|bpd [--num N] [--split heldout|train]
+
 ``train`` writes DIR/checkpoint.pt and DIR/log.jsonl; ``sample`` uses the EMA weights and writes FILE.npy
-(float32 (N, C, H, W) in [-1, 1]) or FILE.png (a grid). Several processes: ``torchrun --nproc_per_node 2 -m
+(float32 (N, C, H, W) in [-1, 1]) or FILE.png (a grid). ``reconstruct`` reads FILE.npy ((H, W), (C, H, W) or
+(N, C, H, W) in [-1, 1]) or FILE.png and writes the same kinds. ``eval`` scores a model on held-out data. Several processes: ``torchrun --nproc_per_node 2 -m
 ddpm_lite train ...``. Flag defaults are the fields of :class:`~ddpm_lite.training.TrainConfig`.
 
 A bad argument prints one line, ``ddpm-lite: error: ...``, and exits with status 2.
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         return f"(default {TrainConfig.__dataclass_fields__[name].default})"
 
     parser = _Parser(prog=PROG, description="Train and sample denoising diffusion models (Ho et al. 2020).")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,reconstruct,eval}")
 
     train = commands.add_parser(
         "train", help="train a model (Algorithm 1); writes DIR/checkpoint.pt and DIR/log.jsonl",
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     arg("--out", required=True, metavar="FILE", help="FILE.npy (float32 (N, C, H, W) in [-1, 1]) or FILE.png")
     arg("--no-progress", action="store_true", help="no progress bar")
+    _add_reconstruct_parser(commands)
+    _add_eval_parser(commands)
     return parser
 
 
@@ -260,6 +267,238 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
+# ---------------------------------------------------------------------------------------------- reconstruct
+TASKS = ("denoise", "inpaint", "superres", "sdedit")
+
+
+def _add_reconstruct_parser(commands) -> None:
+    from .reconstruction import INPAINT_METHODS
+
+    rec = commands.add_parser(
+        "reconstruct", help="denoise, inpaint, upscale or SDEdit images with a trained model",
+        description="Reconstruct images with a trained model's EMA weights (ddpm_lite.reconstruction). Every input is "
+        "checked before any sampling starts.")
+    arg = rec.add_argument
+    arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
+    arg("--task", required=True, choices=TASKS, help="denoise (needs --sigma), inpaint (--mask), superres (--scale), "
+        "sdedit (--t)")
+    arg("--input", required=True, metavar="FILE", help="FILE.npy ((H, W), (C, H, W) or (N, C, H, W) in [-1, 1]) or "
+        "FILE.png; for superres the low-resolution image")
+    arg("--out", required=True, metavar="FILE", help="FILE.npy or FILE.png")
+    arg("--sigma", type=_number(0, inclusive=False), help="denoise: the noise's standard deviation on the [-1, 1] scale")
+    arg("--mask", metavar="FILE", help="inpaint: .npy or .png of the image's size, 1 (white) = known, 0 = missing")
+    arg("--method", choices=INPAINT_METHODS, default="repaint", help="inpaint: replace, repaint or ddnm "
+        "(default repaint)")
+    arg("--jump", type=_positive_int, default=10, help="inpaint repaint: jump length in steps (default 10)")
+    arg("--resample", type=_positive_int, default=5, help="inpaint repaint: resamplings per jump (default 5)")
+    arg("--scale", type=_positive_int, help="superres: the upscaling factor K; it must divide the model's image size")
+    arg("--t", type=_non_negative_int, help="sdedit: the time index 0 ... T-1 to noise the input to")
+    arg("--steps", type=_positive_int, help="reverse steps, evenly spaced (default: every step)")
+    arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def _read_array(path: str, what: str, channels: int):
+    """A .npy array as float32, or a .png as float32 in [-1, 1] (grey or RGB to match ``channels``)."""
+    import numpy as np
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"{what} {path!r}: no such file")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(file, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{what} {path!r} is not a readable .npy array ({' '.join(str(exc).split())})") from None
+        return np.asarray(array, dtype=np.float32)
+    if suffix == ".png":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+        except (UnidentifiedImageError, OSError):
+            raise UsageError(f"{what} {path!r} is not a readable PNG image") from None
+        pixels = pixels / 127.5 - 1  # (H, W) or (H, W, 3) -> [-1, 1]
+        return pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    raise UsageError(f"{what} {path!r} must end in .npy or .png")
+
+
+def _as_batch(array, channels: int, size: int, what: str):
+    """(H, W), (C, H, W) or (N, C, H, W) -> a float32 tensor (N, C, H, W) of the expected C and size."""
+    import numpy as np
+    import torch
+
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[1] != channels or array.shape[2:] != (size, size):
+        raise UsageError(f"{what} has shape {tuple(array.shape)}; this model needs images of shape ({channels}, {size}, "
+                         f"{size}) as (H, W), (C, H, W) or (N, C, H, W)")
+    if not np.isfinite(array).all():
+        raise UsageError(f"{what} contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _check_range(x, what: str) -> None:
+    low, high = float(x.min()), float(x.max())
+    if low < -1 - 1e-6 or high > 1 + 1e-6:
+        raise UsageError(f"{what} has values in [{low:.3g}, {high:.3g}]; scale it to [-1, 1] (x / 127.5 - 1 for 8-bit "
+                         "pixels)")
+
+
+def _check_output(path: str) -> Path:
+    out = Path(path).expanduser()
+    if not path or out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(f"--out {path!r} must be a file name ending in .npy or .png")
+    if out.is_dir():
+        raise UsageError(f"--out {path!r} is a directory; give a file name ending in .npy or .png")
+    return out
+
+
+def run_reconstruct(args) -> None:
+    import torch
+
+    from . import reconstruction as R
+    from .training import checkpoint_path, load_checkpoint
+
+    out = _check_output(args.out)
+    needed = {"denoise": "sigma", "inpaint": "mask", "superres": "scale", "sdedit": "t"}[args.task]
+    if getattr(args, needed) is None:
+        raise UsageError(f"--task {args.task} needs --{needed}")
+    file = checkpoint_path(args.checkpoint)
+    if not file.is_file():
+        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
+    device = _device(args.device)
+    model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
+    mc, T = configs["model_config"], diffusion.num_timesteps
+    channels, size = mc.image_channels, mc.image_size
+    if args.steps is not None and args.steps > T:
+        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+
+    # Read and check every input before any sampling starts.
+    if args.task == "superres":
+        if size % args.scale:
+            raise UsageError(f"--scale {args.scale} does not divide the model's image size {size}; use a divisor such "
+                             f"as {', '.join(str(k) for k in range(2, size + 1) if size % k == 0)}")
+        x = _as_batch(_read_array(args.input, "--input", channels), channels, size // args.scale, "--input")
+    else:
+        x = _as_batch(_read_array(args.input, "--input", channels), channels, size, "--input")
+    if args.task != "denoise":  # a noisy image may leave [-1, 1]; every other input is an image
+        _check_range(x, "--input")
+    if args.task == "sdedit" and args.t >= T:
+        raise UsageError(f"--t {args.t} is outside 0 ... {T - 1} (T = {T})")
+    if args.task == "denoise":
+        try:
+            R.timestep_for_sigma(diffusion, args.sigma)
+        except ValueError as exc:
+            raise UsageError(f"--sigma: {exc}") from None
+    if args.task == "inpaint":
+        mask = _read_array(args.mask, "--mask", 1)
+        mask = (mask > 0).astype("float32") if Path(args.mask).suffix.lower() == ".png" else mask
+        mask = torch.from_numpy(mask)
+        try:
+            R._check_mask(mask, x)
+        except ValueError as exc:
+            raise UsageError(f"--mask: {exc}") from None
+
+    generator = torch.Generator(device).manual_seed(args.seed)
+    x = x.to(device)
+    with torch.no_grad():
+        if args.task == "denoise":
+            result = R.denoise(diffusion, model, x, args.sigma, steps=args.steps, generator=generator)
+        elif args.task == "sdedit":
+            result = R.sdedit(diffusion, model, x, args.t, steps=args.steps, generator=generator)
+        elif args.task == "superres":
+            result = R.ddnm(diffusion, model, x, R.SuperResolution(args.scale), steps=args.steps, generator=generator)
+        else:
+            result = R.inpaint(diffusion, model, x, mask.to(device), method=args.method, steps=args.steps,
+                               jump=args.jump, resample=args.resample, generator=generator)
+    _write_images(result.cpu().clamp(-1, 1).float(), out)
+    print(f"wrote {len(result)} reconstructed image(s) ({args.task}) to {out}")
+
+
+def _write_images(images, out: Path) -> None:
+    """(N, C, H, W) in [-1, 1] -> out.npy (float32) or out.png (a grid), written atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        import numpy as np
+
+        _write_atomic(out, lambda f: np.save(f, images.numpy()))
+    else:
+        save_image_grid(images, out)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def _add_eval_parser(commands) -> None:
+    from .sampling import SAMPLERS
+
+    ev = commands.add_parser(
+        "eval", help="score a trained model on held-out data: Frechet distance (digits) or bits/dim",
+        description="fd: the Frechet distance of N samples against the 360 held-out digits, with the floor at that N "
+        "(N real training digits scored the same way). bpd: the variational bound in bits/dim on N images of the "
+        "held-out (or training) split.")
+    arg = ev.add_argument
+    arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
+    arg("--metric", required=True, choices=("fd", "bpd"), help="fd (digits models only) or bpd")
+    arg("--num", type=_positive_int, help="fd: samples, 2 ... 1437 (default 1000); bpd: images (default: all "
+        "held-out digits, or 1000)")
+    arg("--split", choices=("heldout", "train"), default="heldout", help="bpd: which split (default heldout)")
+    arg("--sampler", choices=SAMPLERS, default="ddpm", help="fd: the sampler (default ddpm)")
+    arg("--steps", type=_positive_int, help="fd: sampling steps K <= T (default T)")
+    arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    arg("--batch-size", type=_positive_int, default=500, help="images per forward pass (default 500)")
+    arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def run_eval(args) -> None:
+    import torch
+
+    from .data import load_dataset
+    from .training import checkpoint_path, load_checkpoint
+
+    file = checkpoint_path(args.checkpoint)
+    if not file.is_file():
+        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
+    device = _device(args.device)
+    model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
+    dataset, T = configs["train_config"].dataset, diffusion.num_timesteps
+    if args.steps is not None and args.steps > T:
+        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    generator = torch.Generator(device).manual_seed(args.seed)
+    if args.metric == "fd":
+        from .metrics import digits_fd, real_vs_real_floor
+        from .sampling import sample
+
+        if dataset != "digits":
+            raise UsageError(f"--metric fd needs the digit classifier, so digits models only (this one: {dataset}); "
+                             "use --metric bpd")
+        num = args.num or 1000
+        if not 2 <= num <= 1437:
+            raise UsageError(f"--num {num}: fd needs 2 ... 1437 samples (the floor uses as many training digits)")
+        mc = configs["model_config"]
+        chunks = [sample(diffusion, model, (min(args.batch_size, num - start), mc.image_channels, mc.image_size,
+                                            mc.image_size), sampler=args.sampler, steps=args.steps,
+                         generator=generator, device=device).cpu() for start in range(0, num, args.batch_size)]
+        fd, floor = digits_fd(torch.cat(chunks).clamp(-1, 1)), real_vs_real_floor(num, seed=args.seed)
+        print(f"FD {fd:.2f} of {num} samples ({args.sampler}, {args.steps or T} steps) against the 360 held-out digits; "
+              f"floor at n = {num} (real training digits): {floor:.2f}")
+        return
+    images = load_dataset(dataset, train=args.split == "train")
+    images = images[: args.num or (len(images) if dataset == "digits" else 1000)]
+    totals = torch.cat([diffusion.calc_bpd_loop(model, batch.to(device), clip_denoised=True,
+                                                generator=generator)["total_bpd"].cpu()
+                        for batch in images.split(args.batch_size)]).double()
+    se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
+    print(f"bits/dim {totals.mean().item():.3f} +- {se:.3f} (standard error) on {len(totals)} {args.split} images of "
+          f"{dataset} ({T} terms)")
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "reconstruct": run_reconstruct, "eval": run_eval}
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
@@ -268,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("choose a command: `ddpm-lite train ...` or `ddpm-lite sample ...` (see --help)")
-        (run_train if args.command == "train" else run_sample)(args)
+            raise UsageError("choose a command: `ddpm-lite train|sample|reconstruct|eval ...` (see --help)")
+        COMMANDS[args.command](args)
     except (UsageError, DatasetNotFoundError, FileExistsError, FileNotFoundError, ValueError, ImportError) as exc:
         message = " ".join(str(exc).split())  # one line, always
         print(f"{PROG}: error: {message}", file=sys.stderr)

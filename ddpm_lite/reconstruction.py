@@ -320,6 +320,11 @@ class Inpainting(LinearOperator):
     def A_pinv(self, y):  # noqa: N802
         return self.mask.to(y) * y
 
+    def project(self, x_start, y):
+        """The same projection written as a selection, so that the known pixels are y's bit for bit."""
+        mask = self.mask.to(x_start)
+        return mask * y + (1 - mask) * x_start
+
 
 class SuperResolution(LinearOperator):
     """A = average pooling by ``scale`` (B, C, H, W) -> (B, C, H/scale, W/scale); A^+ = nearest upsampling.
@@ -383,9 +388,10 @@ def ddnm(
     """Solve y = A x_0 for x_0 with the range/null-space method of DDNM (Wang et al. 2023, Algorithm 1).
 
     At every reverse step the model's x0_hat is replaced by A^+ y + (I - A^+ A) x0_hat: its range-space part is
-    fixed by the observation, its null-space part comes from the model. The result satisfies A x_0 = y to float
-    precision (a final projection enforces it also where clipping moved a pixel). With noisy y it satisfies the
-    noisy equation; denoise first, or use :func:`denoise` for the pure-noise case.
+    fixed by the observation, its null-space part comes from the model. The projection can push a pixel out of
+    [-1, 1]; a few alternating projections onto {x : A x = y} and onto the box [-1, 1] (both convex, and they meet
+    when y comes from an image) end with A x_0 = y to float precision and x_0 in [-1, 1] to within 1e-4 (or after
+    200 rounds). With noisy y it satisfies the noisy equation; see :func:`denoise` for the pure-noise case.
 
     y: (B, ...) = operator.A(x_0), in [-1, 1]; steps: respaced reverse steps (default T); noise: x_T: the shape of
     operator.A_pinv(y). Returns x_0: (B, ...).
@@ -399,7 +405,17 @@ def ddnm(
     projected = _ProjectedModel(spaced, SpacedModel(model, torch.as_tensor(timesteps)), operator, y, clip_denoised)
     x_0 = sample(spaced, projected, tuple(shape), noise=noise, sampler=sampler, eta=eta, clip_denoised=clip_denoised,
                  generator=generator, device=y.device)
-    return operator.project(x_0, y)
+    return _consistent_in_range(operator, x_0, y)
+
+
+def _consistent_in_range(operator: LinearOperator, x: torch.Tensor, y: torch.Tensor, rounds: int = 200) -> torch.Tensor:
+    """Alternate projections onto {A x = y} and [-1, 1] (von Neumann), ending on the first: A x = y exactly."""
+    x = operator.project(x, y)
+    for _ in range(rounds):
+        if x.abs().max() <= 1 + 1e-4:
+            break
+        x = operator.project(x.clamp(-1, 1), y)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------- DDIM inversion

@@ -53,6 +53,109 @@ def test_sample_png(trained):
     assert (trained / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(scope="module")
+def inputs(trained):
+    """Files for `reconstruct`: two held-out digits, a noisy copy, a mask, a 4x4 version, and bad ones."""
+    from PIL import Image
+
+    from ddpm_lite import load_dataset
+    from ddpm_lite.reconstruction import SuperResolution
+
+    x = load_dataset("digits", train=False)[:2]
+    np.save(trained / "digits.npy", x.numpy())
+    np.save(trained / "noisy.npy", (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).numpy())
+    np.save(trained / "small.npy", SuperResolution(2).A(x).numpy())
+    np.save(trained / "pixels.npy", ((x + 1) * 127.5).numpy())  # 0 ... 255: not scaled
+    mask = np.ones((8, 8), dtype=np.float32)
+    mask[:, 4:] = 0
+    np.save(trained / "mask.npy", mask)
+    np.save(trained / "mask7.npy", mask[:7, :7])
+    Image.fromarray((mask * 255).astype("uint8")).save(trained / "mask.png")
+    Image.fromarray(((x[0, 0].numpy() + 1) * 127.5).round().astype("uint8")).save(trained / "digit.png")
+    (trained / "broken.npy").write_bytes(b"not an array")
+    return x
+
+
+@pytest.mark.parametrize("task, extra", [
+    ("denoise", ["--input", "noisy.npy", "--sigma", "0.2"]),
+    ("inpaint", ["--input", "digits.npy", "--mask", "mask.npy", "--method", "replace"]),
+    ("inpaint", ["--input", "digit.png", "--mask", "mask.png", "--method", "repaint", "--jump", "2", "--resample", "2"]),
+    ("inpaint", ["--input", "digits.npy", "--mask", "mask.npy", "--method", "ddnm"]),
+    ("superres", ["--input", "small.npy", "--scale", "2"]),
+    ("sdedit", ["--input", "digits.npy", "--t", "300"]),
+], ids=["denoise", "inpaint-replace", "inpaint-repaint-png", "inpaint-ddnm", "superres", "sdedit"])
+def test_reconstruct_tasks(trained, inputs, task, extra, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    assert main(["reconstruct", "--checkpoint", "run", "--task", task, *extra, "--steps", "6", "--out",
+                 f"{task}.npy"]) == 0, capsys.readouterr().err
+    out = np.load(trained / f"{task}.npy")
+    n = 1 if "digit.png" in extra else 2
+    assert out.shape == (n, 1, 8, 8) and np.isfinite(out).all() and out.min() >= -1 and out.max() <= 1
+    if task == "inpaint":  # the known left half is the input's (the PNG's grey levels: within rounding)
+        known = np.load(trained / "digits.npy")[:n, :, :, :4]
+        np.testing.assert_allclose(out[..., :4], known, rtol=0, atol=1 / 127.5 if n == 1 else 0)
+    if task == "superres":  # the result averages back to the low-resolution input (ddnm stops its alternating
+        # projections 1e-4 outside [-1, 1]; the command's clipping to [-1, 1] moves the averages by at most that)
+        pooled = out.reshape(2, 1, 4, 2, 4, 2).mean(axis=(3, 5))
+        np.testing.assert_allclose(pooled, np.load(trained / "small.npy"), rtol=0, atol=1e-4)
+
+
+def test_reconstruct_png_output(trained, inputs, monkeypatch):
+    monkeypatch.chdir(trained)
+    assert main(["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "10",
+                 "--steps", "3", "--out", "sdedit.png"]) == 0
+    assert (trained / "sdedit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_fd_prints_the_floor(trained, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    assert main(["eval", "--checkpoint", "run", "--metric", "fd", "--num", "20", "--steps", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("FD ") and "held-out" in line and "floor at n = 20" in line
+
+
+def test_eval_bpd_on_heldout(trained, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    assert main(["eval", "--checkpoint", "run", "--metric", "bpd", "--num", "4"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("bits/dim ") and "4 heldout images of digits" in line
+    assert float(line.split()[1]) > 0
+
+
+RECONSTRUCT = ["reconstruct", "--checkpoint", "run", "--out", "r.npy"]
+
+
+@pytest.mark.parametrize("args, fix", [
+    (RECONSTRUCT + ["--task", "inpaint", "--input", "digits.npy", "--mask", "mask7.npy"], "--mask"),
+    (RECONSTRUCT + ["--task", "inpaint", "--input", "digits.npy"], "needs --mask"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "pixels.npy", "--t", "10"], "[-1, 1]"),
+    (RECONSTRUCT + ["--task", "denoise", "--input", "noisy.npy", "--sigma", "0"], "--sigma"),
+    (RECONSTRUCT + ["--task", "denoise", "--input", "noisy.npy", "--sigma", "-1"], "--sigma"),
+    (RECONSTRUCT + ["--task", "denoise", "--input", "noisy.npy", "--sigma", "1e9"], "largest noise level"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "digits.npy", "--t", "1000"], "0 ... 999"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "digits.npy", "--t", "-1"], "--t"),
+    (RECONSTRUCT + ["--task", "superres", "--input", "small.npy", "--scale", "3"], "does not divide"),
+    (RECONSTRUCT + ["--task", "superres", "--input", "digits.npy", "--scale", "2"], "(1, 4, 4)"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "missing.npy", "--t", "3"], "no such file"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "broken.npy", "--t", "3"], "not a readable"),
+    (RECONSTRUCT + ["--task", "sdedit", "--input", "digits.npy", "--t", "3", "--steps", "2000"], "1 to 1000"),
+    (["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "3", "--out", "r.jpg"],
+     ".npy or .png"),
+    (["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "3", "--out", "run"],
+     ".npy or .png"),
+    (["eval", "--checkpoint", "run", "--metric", "fd", "--num", "5000"], "1437"),
+    (["eval", "--checkpoint", "run", "--metric", "nll"], "--metric"),
+    (["eval", "--checkpoint", "missing", "--metric", "bpd"], "ddpm-lite train"),
+])
+def test_bad_reconstruct_and_eval_arguments(trained, inputs, args, fix, monkeypatch, capsys):
+    """Every refusal comes before any sampling starts (the output file is never written)."""
+    monkeypatch.chdir(trained)
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddpm-lite: error: ") and fix in lines[0], lines
+    assert not (trained / "r.npy").exists()
+
+
 @pytest.mark.parametrize("args, fix", [
     (["train", "--dataset", "faces", "--steps", "1", "--out", "x"], "--dataset"),
     (["train", "--steps", "-3", "--out", "x"], "--steps"),
