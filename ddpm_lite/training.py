@@ -235,9 +235,11 @@ def read_checkpoint(path: str | os.PathLike, device="cpu") -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
     try:
-        checkpoint = torch.load(file, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: one line per error, nothing more
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(file, map_location=device, weights_only=True)
     except Exception as exc:
-        if "weights only load failed" in str(exc).lower():
+        if "global" in str(exc).lower():  # torch's weights-only unpickler met a class or function to import
             raise CheckpointError(
                 f"{file} holds Python objects besides tensors and plain data, which loading would have to run as "
                 "code; it was refused unread. Use a checkpoint written by `ddpm-lite train` (never load a file from "
