@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_validation.py [--device cpu|cuda] [--repeats 200]
 
 1. q_sample (B, 1, 8, 8): the public method (data check: one |x| <= 1 reduction; t check: one range reduction)
-   against the private _q_sample with t already known to be in range (the trainer's path).
+   against validate=False with t already known to be in range (the trainer's path).
 2. train_step of the default digits U-Net, batch 128: validate=True (training_losses checks the batch) against
    validate=False (what train() uses, having checked its dataset once).
 Prints the median time per call of each and their ratio. Not a test: timings depend on the machine and on what
@@ -58,7 +58,7 @@ def main() -> None:
 
     def unchecked():
         diffusion._checked_t = (weakref.ref(t), t._version)  # t known to be in range: no range test
-        return diffusion._q_sample(x, t, noise)
+        return diffusion.q_sample(x, t, noise, validate=False)
 
     rows = [("q_sample (B=128, 1x8x8)", median_time(checked, args.repeats * 10, device),
              median_time(unchecked, args.repeats * 10, device))]

@@ -170,19 +170,18 @@ class GaussianDiffusion:
         variance = 1.0 - self._c("alphas_cumprod", t, x_start)
         return mean, variance, variance.log()
 
-    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def q_sample(
+        self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, validate: bool = True
+    ) -> torch.Tensor:
         """Sample q(x_t | x_0) in one step, by reparameterisation (Ho et al. eq. (4) and Algorithm 1, line 5):
 
             x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   eps ~ N(0, I).
 
         x_start: (B, ...) finite, images in [-1, 1]; t: (B,) int64 in 0 ... T-1; noise: like x_start or None
-        -> x_t: (B, ...).
+        -> x_t: (B, ...). validate=False skips the data check (for callers that checked x_start already).
         """
-        self.check_data(x_start)
-        return self._q_sample(x_start, t, noise)
-
-    def _q_sample(self, x_start, t, noise=None):
-        """:meth:`q_sample` without the data check (the trainer checks its whole dataset once)."""
+        if validate:
+            self.check_data(x_start)
         if noise is None:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
@@ -365,7 +364,7 @@ class GaussianDiffusion:
         for index in reversed(range(self.num_timesteps)):
             t = torch.full((batch,), index, dtype=torch.long, device=x_start.device)
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
-            x_t = self._q_sample(x_start, t, noise=noise)
+            x_t = self.q_sample(x_start, t, noise=noise, validate=False)
             out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
             terms = self.vb_terms_bpd(model, x_start, x_t, t, out=out)
             vb.append(terms["output"])
@@ -427,7 +426,7 @@ class GaussianDiffusion:
             self._check_t(t, x_start)
         if noise is None:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
-        x_t = self._q_sample(x_start, t, noise=noise)
+        x_t = self.q_sample(x_start, t, noise=noise, validate=False)
         terms = {"t": t}
         if self.loss_type == "vlb":
             terms["vlb"] = self.vb_terms_bpd(model, x_start, x_t, t)["output"]
