@@ -6,17 +6,23 @@ process. A "model" is any callable ``model(x_t, t) -> tensor``; this module neve
 
 Time-step convention: ``t`` is an int64 tensor of shape (B,) with values 0 ... T-1; index 0 is the paper's
 t = 1 and index T-1 is the paper's t = T. Data may be images (B, C, H, W) or points (B, D).
+
+Inputs are checked where they enter (a ValueError saying what was expected): t by
+:func:`~ddpm_lite.schedules.check_timesteps` (an integer tensor (B,) in 0 ... T-1: -1 is not read as T-1), and
+the data of :meth:`GaussianDiffusion.q_sample` and :meth:`GaussianDiffusion.training_losses` must be finite, and
+images (B, C, H, W) must lie in [-1, 1] (the decoder L_0 and the sampler's clipping assume that range).
 """
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
 import torch
 
 from .losses import discretized_gaussian_log_likelihood, mean_flat, nats_to_bits_per_dim, normal_kl
-from .schedules import NoiseSchedule, extract
+from .schedules import NoiseSchedule, _extract, check_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelMeanType = Literal["eps", "x_start", "v", "mu"]
@@ -83,6 +89,7 @@ class GaussianDiffusion:
         self.data_bins = data_bins
         # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
         self._on_device: dict = {}  # (coefficient name, device) -> that schedule tensor on that device
+        self._checked_t = None  # (weak reference to the last t found in range, its version): see _check_t
         self._log_betas_clipped = torch.cat([self.schedule.posterior_variance[1:2], self.schedule.betas[1:]]).log()
 
     @classmethod
@@ -106,10 +113,42 @@ class GaussianDiffusion:
         The float64 schedule is copied once to each device that t lives on (a GPU sampler then never waits
         for a host-to-device copy in its inner loop).
         """
+        self._check_t(t, x)
         key = (name, t.device)
         if key not in self._on_device:
             self._on_device[key] = getattr(self.schedule, name).to(t.device)
-        return extract(self._on_device[key], t, x)
+        return _extract(self._on_device[key], t, x)
+
+    def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
+        """check_timesteps(t, x, T), with its range test done once per t tensor.
+
+        One public call reads several coefficients at the same t (``p_mean_variance`` reads about ten); the range
+        test, the only part that waits for a GPU, runs for the first of them. A t changed in place since then
+        (its ``_version`` moved) is tested again.
+        """
+        cached = self._checked_t
+        if cached is not None and cached[0]() is t and cached[1] == t._version and t.shape[0] == x.shape[0]:
+            return
+        check_timesteps(t, x, self.num_timesteps)
+        self._checked_t = (weakref.ref(t), t._version)
+
+    @staticmethod
+    def check_data(x: torch.Tensor, what: str = "x_start") -> None:
+        """Raise a ValueError unless x is finite and, for images (B, C, H, W), within [-1, 1].
+
+        One fused reduction: ``|x| <= 1`` is False for NaN and inf as well as for out-of-range pixels.
+        Points (B, D) (the 2-D toy data) need only be finite.
+        """
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            raise ValueError(f"{what} must be a floating-point tensor (B, ...), got {getattr(x, 'dtype', type(x))}")
+        if x.ndim == 4:
+            if not bool((x.abs() <= 1).all()):
+                finite = bool(torch.isfinite(x).all())
+                problem = f"has values from {float(x.min()):g} to {float(x.max()):g}" if finite else "has NaN or inf"
+                raise ValueError(f"{what} {problem}; images must be finite and scaled to [-1, 1], e.g. "
+                                 "pixel / 127.5 - 1 for 8-bit images (ddpm_lite.load_dataset does this)")
+        elif not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{what} has NaN or inf values; pass finite data")
 
     # ------------------------------------------------------------------ forward process q
     def q_sample_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,13 +170,18 @@ class GaussianDiffusion:
         variance = 1.0 - self._c("alphas_cumprod", t, x_start)
         return mean, variance, variance.log()
 
-    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def q_sample(
+        self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, validate: bool = True
+    ) -> torch.Tensor:
         """Sample q(x_t | x_0) in one step, by reparameterisation (Ho et al. eq. (4) and Algorithm 1, line 5):
 
             x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   eps ~ N(0, I).
 
-        x_start: (B, ...); t: (B,); noise: like x_start or None -> x_t: (B, ...).
+        x_start: (B, ...) finite, images in [-1, 1]; t: (B,) int64 in 0 ... T-1; noise: like x_start or None
+        -> x_t: (B, ...). validate=False skips the data check (for callers that checked x_start already).
         """
+        if validate:
+            self.check_data(x_start)
         if noise is None:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
@@ -202,6 +246,7 @@ class GaussianDiffusion:
         """
         if self.learns_sigma:
             raise ValueError("lambda_t needs a fixed variance; this diffusion learns sigma_t")
+        check_timesteps(t, t, self.num_timesteps)
         s = self.schedule
         log_variance = s.posterior_log_variance_clipped if self.model_var_type == "fixed_small" else self._log_betas_clipped
         index = t.detach().cpu().long()
@@ -229,7 +274,8 @@ class GaussianDiffusion:
         """
         if self.model_var_type == "fixed_small":
             return self._c("posterior_variance", t, x_t), self._c("posterior_log_variance_clipped", t, x_t)
-        max_log = extract(self._log_betas_clipped, t, x_t)
+        self._check_t(t, x_t)
+        max_log = _extract(self._log_betas_clipped, t, x_t)
         if self.model_var_type == "fixed_large":
             return max_log.exp(), max_log
         min_log = self._c("posterior_log_variance_clipped", t, x_t)
@@ -245,6 +291,7 @@ class GaussianDiffusion:
         x_t: (B, ...); t: (B,). Returns a dict of (B, ...) tensors: mean, variance, log_variance,
         pred_x_start, pred_eps, model_output.
         """
+        self._check_t(t, x_t)  # before the model sees t
         model_output = model(x_t, t).to(x_t.dtype)
         mean_output, var_output = self.split_model_output(model_output, x_t)
         variance, log_variance = self.p_variance(x_t, t, var_output)
@@ -311,12 +358,13 @@ class GaussianDiffusion:
         Returns total_bpd (B,), prior_bpd (B,), vb (B, T) with vb[:, t] the term at index t, and
         x_start_mse, eps_mse (B, T).
         """
+        self.check_data(x_start)
         batch = x_start.shape[0]
         vb, x_start_mse, eps_mse = [], [], []
         for index in reversed(range(self.num_timesteps)):
             t = torch.full((batch,), index, dtype=torch.long, device=x_start.device)
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
-            x_t = self.q_sample(x_start, t, noise=noise)
+            x_t = self.q_sample(x_start, t, noise=noise, validate=False)
             out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
             terms = self.vb_terms_bpd(model, x_start, x_t, t, out=out)
             vb.append(terms["output"])
@@ -354,6 +402,7 @@ class GaussianDiffusion:
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        validate: bool = True,
     ) -> dict:
         """Per-sample training losses for one batch (Algorithm 1).
 
@@ -362,14 +411,22 @@ class GaussianDiffusion:
         sum_t L_{t-1} (the true bound less the constant L_T), in bits/dim. "hybrid": L_simple + T/1000 * L_{t-1}
         with the mean frozen in L_{t-1}, so the bound trains only the variance (Nichol & Dhariwal 2021, Sec. 3.1).
 
-        x_start: (B, ...); t: (B,) or None (drawn uniformly); noise: like x_start or None.
+        x_start: (B, ...) finite, images in [-1, 1]; t: (B,) int64 in 0 ... T-1 or None (drawn uniformly);
+        noise: like x_start or None. validate=False skips the data check (:func:`~ddpm_lite.training.train` checks
+        its dataset once, and ``benchmarks/bench_validation.py`` measures what the check costs); a given t is
+        always checked.
         Returns a dict of (B,) tensors: "loss", "mse" (if computed), "vlb" (if computed), and "t".
         """
+        if validate:
+            self.check_data(x_start)
         if t is None:
             t = self.sample_timesteps(x_start.shape[0], x_start.device, generator)
+            self._checked_t = (weakref.ref(t), t._version)  # in range by construction: no check, no GPU wait
+        else:
+            self._check_t(t, x_start)
         if noise is None:
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
-        x_t = self.q_sample(x_start, t, noise=noise)
+        x_t = self.q_sample(x_start, t, noise=noise, validate=False)
         terms = {"t": t}
         if self.loss_type == "vlb":
             terms["vlb"] = self.vb_terms_bpd(model, x_start, x_t, t)["output"]

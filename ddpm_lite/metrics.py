@@ -27,14 +27,14 @@ The classifier is trained deterministically on the training split of the digits
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ._io import default_cache_dir, save_atomic
 
 __all__ = [
     "DigitClassifier",
@@ -188,11 +188,6 @@ def classify_digits(images: torch.Tensor, classifier: DigitClassifier | None = N
     return labels, confidence
 
 
-def _cache_dir() -> Path:
-    env = os.environ.get("DDPM_LITE_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/ddpm_lite").expanduser()
-
-
 def get_digit_classifier() -> DigitClassifier:
     """The shared feature network: trained once on :func:`digits_split`'s train part, then cached.
 
@@ -203,7 +198,7 @@ def get_digit_classifier() -> DigitClassifier:
     global _classifier
     if _classifier is not None:
         return _classifier
-    path = _cache_dir() / f"digit_classifier_v{CLASSIFIER_VERSION}.pt"
+    path = default_cache_dir() / f"digit_classifier_v{CLASSIFIER_VERSION}.pt"
     model = DigitClassifier()
     loaded = False
     if path.is_file():
@@ -223,18 +218,11 @@ def get_digit_classifier() -> DigitClassifier:
 
 
 def _save_atomic(state: dict, path: Path) -> None:
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, path)
+        save_atomic(state, path)
     except OSError as exc:  # read-only home etc.: keep working without the disk cache
         warnings.warn(f"could not cache the digit classifier at {path}: {exc}", stacklevel=3)
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ._io import default_cache_dir
 from .training import CHECKPOINT_NAME, LOG_NAME, TrainConfig, default_configs, load_checkpoint, read_log, train
 
 PRETRAINED_VERSION = 4  # 4: the training split of the digits only; bump to retrain every cached model
@@ -40,12 +41,6 @@ def pretrained_digits_configs():
     train_config = TrainConfig(dataset="digits", steps=PRETRAINED_STEPS, batch_size=PRETRAINED_BATCH_SIZE, seed=0,
                                device="cpu", log_every=25)
     return model_config, diffusion_config, train_config
-
-
-def default_cache_dir() -> Path:
-    """``$DDPM_LITE_CACHE`` or ``~/.cache/ddpm_lite``."""
-    env = os.environ.get("DDPM_LITE_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/ddpm_lite").expanduser()
 
 
 def pretrained_digits_path(cache_dir: str | os.PathLike | None = None) -> Path:

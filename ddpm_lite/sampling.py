@@ -77,8 +77,10 @@ def ddim_sample(
         x_{t-1} = sqrt(alpha_bar_{t-1}) x0_hat + sqrt(1 - alpha_bar_{t-1} - sigma^2) eps_hat + sigma z,
         sigma = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t-1}).
 
-    eta = 0 is deterministic; eta = 1 has the variance of DDPM's fixed-small sampler.
+    eta = 0 is deterministic; eta = 1 has the variance of DDPM's fixed-small sampler. eta must lie in [0, 1]
+    (:func:`check_eta`).
     """
+    check_eta(eta)
     out = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
     alpha_bar = diffusion._c("alphas_cumprod", t, x_t)
     alpha_bar_prev = diffusion._c("alphas_cumprod_prev", t, x_t)
@@ -86,6 +88,18 @@ def ddim_sample(
     z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
     mean = alpha_bar_prev.sqrt() * out["pred_x_start"] + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * out["pred_eps"]
     return {"sample": mean + sigma * z, "pred_x_start": out["pred_x_start"]}
+
+
+def check_eta(eta: float) -> None:
+    """DDIM's eta must be a finite number in [0, 1].
+
+    Why 1 is the upper limit: at eta = 1, sigma^2 is the posterior variance beta_tilde_t = (1 - alpha_bar_{t-1}) /
+    (1 - alpha_bar_t) beta_t, which is at most 1 - alpha_bar_{t-1}, so the square root sqrt(1 - alpha_bar_{t-1} -
+    sigma^2) of Song et al.'s eq. (12) stays real. Beyond 1 it can turn negative: the step would drop the
+    eps term (it is clamped at 0) and no longer keep the marginals q(x_t | x_0) that DDIM is built on.
+    """
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta!r}")
 
 
 def sample_loop_progressive(
@@ -100,13 +114,16 @@ def sample_loop_progressive(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    check_eta(eta)
     timesteps = list(range(diffusion.num_timesteps)) if steps is None else space_timesteps(diffusion.num_timesteps, steps)
     if len(timesteps) < diffusion.num_timesteps:
         diffusion, model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
     if noise is None:
         noise = torch.randn(shape, generator=generator, device=device)
+    elif tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise (x_T) has shape {tuple(noise.shape)}, but shape is {tuple(shape)}; pass one like it")
+    elif not bool(torch.isfinite(noise).all()):
+        raise ValueError("noise (x_T) has NaN or inf values; pass finite noise, or none to draw x_T ~ N(0, I)")
     step = p_sample if sampler == "ddpm" else ddim_sample
     options = {"clip_denoised": clip_denoised, "generator": generator} | ({"eta": eta} if sampler == "ddim" else {})
     x = noise

@@ -127,13 +127,39 @@ class NoiseSchedule:
         )
 
 
+def check_timesteps(t, x: torch.Tensor, num_timesteps: int) -> None:
+    """Raise a ValueError unless t is the package's time-step tensor for the batch x.
+
+    t must be an integer tensor of shape (B,) = (x.shape[0],) with values in 0 ... T-1 (index 0 is the paper's
+    t = 1). A Python int is refused rather than broadcast (write ``torch.full((B,), i)``), and -1 is refused rather
+    than read as T-1. The shape and dtype tests read metadata only; the range test is one fused reduction, the
+    only part that waits for a GPU.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"t must be an int64 tensor of shape (B,), got {type(t).__name__} {t!r}; for one time "
+                         "step for the whole batch write torch.full((B,), t)")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"t must be an integer tensor (time indices 0 ... {num_timesteps - 1}), got dtype {t.dtype}; "
+                         "convert it with t.long() if its values are whole numbers")
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), one time step per sample, got {tuple(t.shape)}")
+    if t.numel() and bool(((t < 0) | (t >= num_timesteps)).any()):
+        raise ValueError(f"t must lie in 0 ... T-1 = {num_timesteps - 1} (index 0 is the paper's t = 1), got values "
+                         f"from {int(t.min())} to {int(t.max())}")
+
+
 def extract(coefficients: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Pick ``coefficients[t]`` for every sample and shape it to broadcast against x.
 
-    coefficients: (T,) float64; t: (B,) int64; x: (B, ...) -> (B, 1, ..., 1) in x's dtype and device.
+    coefficients: (T,) float64; t: (B,) int64 in 0 ... T-1; x: (B, ...) -> (B, 1, ..., 1) in x's dtype and device.
     This is the package's one broadcasting helper: it works for images (B, C, H, W) and for 2-D points (B, 2).
+    t is validated (:func:`check_timesteps`): a ValueError, never a silent wrap-around of t = -1 to T-1.
     """
-    if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    check_timesteps(t, x, coefficients.shape[0])
+    return _extract(coefficients, t, x)
+
+
+def _extract(coefficients: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`extract` without the checks, for callers that have validated t already."""
     values = coefficients.to(t.device)[t.detach().long()]  # index where t lives: no host-device sync per call
     return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))

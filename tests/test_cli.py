@@ -142,7 +142,7 @@ RECONSTRUCT = ["reconstruct", "--checkpoint", "run", "--out", "r.npy"]
     (["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "3", "--out", "r.jpg"],
      ".npy or .png"),
     (["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "3", "--out", "run"],
-     ".npy or .png"),
+     "is a directory"),
     (["eval", "--checkpoint", "run", "--metric", "fd", "--num", "5000"], "1437"),
     (["eval", "--checkpoint", "run", "--metric", "nll"], "--metric"),
     (["eval", "--checkpoint", "missing", "--metric", "bpd"], "ddpm-lite train"),
