@@ -54,6 +54,7 @@ __all__ = [
     "bicubic_upsample",
     "classical_denoise",
     "classical_inpaint",
+    "ddim_decode",
     "ddim_invert",
     "ddnm",
     "denoise",
@@ -420,22 +421,25 @@ def _consistent_in_range(operator: LinearOperator, x: torch.Tensor, y: torch.Ten
 
 # ---------------------------------------------------------------------------------------------- DDIM inversion
 @torch.no_grad()
-def ddim_invert(diffusion: GaussianDiffusion, model: Model, x_start: torch.Tensor, steps: int) -> torch.Tensor:
-    """Encode x_0 into x_T by running deterministic DDIM (eta = 0) backwards (Song et al. 2021, Sec. 4.3, eq. (13)).
+def ddim_invert(
+    diffusion: GaussianDiffusion, model: Model, x_start: torch.Tensor, steps: int, t_end: int | None = None
+) -> torch.Tensor:
+    """Encode x_0 into x_{t_end} by running deterministic DDIM (eta = 0) backwards (Song et al. 2021, Sec. 4.3).
 
-    On K evenly spaced indices tau_1 < ... < tau_K = T-1 (those of :func:`~ddpm_lite.sampling.space_timesteps`):
+    On K evenly spaced indices tau_1 < ... < tau_K = t_end (default T-1):
 
         x_{tau_{i+1}} = sqrt(alpha_bar_{tau_{i+1}}) x0_hat + sqrt(1 - alpha_bar_{tau_{i+1}}) eps_theta(x_{tau_i}, tau_i),
 
-    with x0_hat computed from the same eps. The only approximation is eps_theta(x_{tau_i}, tau_i) in place of
-    eps_theta(x_{tau_{i+1}}, tau_{i+1}), so the error shrinks as K grows. Decode with
-    ``sample(diffusion, model, shape, sampler="ddim", eta=0, steps=K, noise=x_T, clip_denoised=False)``.
-    No clipping: clipping x0_hat would make the map non-invertible. x_start: (B, ...) -> x_T: (B, ...).
+    with x0_hat computed from the same eps (eq. (13) read from right to left). The only approximation is
+    eps_theta(x_{tau_i}, tau_i) in place of eps_theta(x_{tau_{i+1}}, tau_{i+1}), so the error shrinks as K grows.
+    :func:`ddim_decode` with the same t_end and K maps back. No clipping: it would make the map non-invertible.
+    Where alpha_bar_{t_end} is tiny (the cosine schedule's last steps: 2e-9 at T-1) the latent keeps x_0 only
+    in its last digits and decoding divides by sqrt(alpha_bar): stop earlier (t_end = 900 keeps alpha_bar = 0.02).
+    x_start: (B, ...) -> x_{t_end}: (B, ...).
     """
-    from .sampling import space_timesteps
-
     _check_data(x_start, "x_start")
-    timesteps = space_timesteps(diffusion.num_timesteps, steps)
+    t_end = diffusion.num_timesteps - 1 if t_end is None else _check_start(diffusion, t_end)
+    timesteps = _timesteps_until(t_end, _check_steps(steps, t_end))
     alphas_cumprod = diffusion.schedule.alphas_cumprod
     x = x_start
     previous = timesteps[0]  # eps at the first level is read at tau_1 from x_0 itself
@@ -446,6 +450,16 @@ def ddim_invert(diffusion: GaussianDiffusion, model: Model, x_start: torch.Tenso
         x = math.sqrt(alpha_bar) * out["pred_x_start"] + math.sqrt(1 - alpha_bar) * out["pred_eps"]
         previous = current
     return x
+
+
+def ddim_decode(
+    diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, steps: int, t_end: int | None = None
+) -> torch.Tensor:
+    """The inverse of :func:`ddim_invert`: deterministic DDIM (eta = 0, no clipping) from x_{t_end} down to x_0,
+    on the same K indices. x_t: (B, ...) -> x_0: (B, ...)."""
+    t_end = diffusion.num_timesteps - 1 if t_end is None else _check_start(diffusion, t_end)
+    return _reverse_from(diffusion, model, x_t, t_end, _check_steps(steps, t_end), sampler="ddim", eta=0.0,
+                         clip_denoised=False, generator=None)
 
 
 # ---------------------------------------------------------------------------------------------- quality and baselines
