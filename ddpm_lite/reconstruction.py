@@ -469,14 +469,15 @@ def psnr(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = N
     scikit-image's ``peak_signal_noise_ratio(data_range=2)`` per image; with ``mask`` only the pixels where it is 1
     count (the same formula, 10 log10(2^2 / MSE), over those pixels).
     """
-    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
+    metrics = _skimage("metrics")
 
     x, reference = _numpy_pair(x, reference)
     if mask is None:
-        values = [peak_signal_noise_ratio(r, a, data_range=2.0) for a, r in zip(x, reference)]
+        values = [metrics.peak_signal_noise_ratio(r, a, data_range=2.0) for a, r in zip(x, reference)]
     else:
         m = _check_mask(mask, torch.as_tensor(x)).numpy().astype(bool)
-        values = [10 * math.log10(4.0 / max(mean_squared_error(r[k], a[k]), 1e-20)) for a, r, k in zip(x, reference, m)]
+        values = [10 * math.log10(4.0 / max(metrics.mean_squared_error(r[k], a[k]), 1e-20))
+                  for a, r, k in zip(x, reference, m)]
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -486,14 +487,24 @@ def ssim(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     scikit-image's ``structural_similarity(data_range=2)``; the window is 7 pixels wide, or 3 for images smaller
     than 14 pixels (8x8 digits), so that it fits more than a few positions.
     """
-    from skimage.metrics import structural_similarity
-
+    structural_similarity = _skimage("metrics").structural_similarity
     x, reference = _numpy_pair(x, reference)
     if x.ndim != 4:
         raise ValueError(f"ssim needs images (B, C, H, W), got shape {x.shape}")
     win = 7 if min(x.shape[-2:]) >= 14 else 3
     values = [structural_similarity(r, a, data_range=2.0, channel_axis=0, win_size=win) for a, r in zip(x, reference)]
     return torch.tensor(values, dtype=torch.float64)
+
+
+def _skimage(module: str):
+    """scikit-image's ``skimage.<module>``, or an ImportError naming the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"skimage.{module}")
+    except ImportError:
+        raise ImportError("PSNR, SSIM and the classical baselines need scikit-image: pip install scikit-image "
+                          "(or pip install 'ddpm_lite[recon]')") from None
 
 
 def _numpy_pair(x: torch.Tensor, reference: torch.Tensor):
@@ -512,16 +523,15 @@ def classical_denoise(y: torch.Tensor, sigma: float, method: str = "nl_means") -
     clipped to [-1, 1]. Nothing was tuned on the held-out digits.
     Returns (B, C, H, W) float32.
     """
-    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
-
+    restoration = _skimage("restoration")
     if method not in ("nl_means", "tv"):
         raise ValueError(f"unknown classical denoiser {method!r}; use 'nl_means' or 'tv'")
     if method == "nl_means":
         def one(plane):
-            return denoise_nl_means(plane, h=0.8 * sigma, sigma=sigma, patch_size=3, patch_distance=3, fast_mode=False)
+            return restoration.denoise_nl_means(plane, h=0.8 * sigma, sigma=sigma, patch_size=3, patch_distance=3, fast_mode=False)
     else:
         def one(plane):
-            return denoise_tv_chambolle(plane, weight=0.25 * sigma)
+            return restoration.denoise_tv_chambolle(plane, weight=0.25 * sigma)
     planes = y.detach().cpu().double().reshape(-1, *y.shape[-2:]).numpy()  # (B C, H, W)
     return torch.stack([torch.as_tensor(one(plane)) for plane in planes]).reshape(y.shape).float().clamp(-1, 1)
 
@@ -530,8 +540,8 @@ def classical_inpaint(x_known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     """Biharmonic inpainting (Damelin & Hoang 2018, scikit-image's ``inpaint_biharmonic``) of the pixels where mask
     is 0: images (B, C, H, W) -> (B, C, H, W) float32; known pixels are kept exactly."""
     import numpy as np
-    from skimage.restoration import inpaint_biharmonic
 
+    inpaint_biharmonic = _skimage("restoration").inpaint_biharmonic
     mask = _check_mask(mask, x_known)
     images, known = x_known.detach().cpu().double().numpy(), mask.cpu().numpy().astype(bool)
     # scikit-image takes one (H, W) mask per image: a pixel is filled where any channel is missing
