@@ -270,7 +270,7 @@ def inpaint(
     walk = repaint_schedule(steps, jump=min(jump, steps), resample=resample if method == "repaint" else 1)
     timesteps = _timesteps_until(T - 1, steps)
     spaced, spaced_model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
-    x = noise if noise is not None else torch.randn(x_known.shape, generator=generator, device=x_known.device)
+    x = noise if noise is not None else _randn_like(x_known, generator)  # x_T
     batch = x.shape[0]
 
     def level(i: int) -> torch.Tensor:
