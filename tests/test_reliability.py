@@ -263,7 +263,7 @@ def test_the_guard_stops_train_on_nan_data(tmp_path, monkeypatch):
 
     data = training.load_dataset("digits").clone()
     data[7, 0, 0, 0] = float("nan")
-    monkeypatch.setattr(training, "load_dataset", lambda name: data)
+    monkeypatch.setattr(training, "load_dataset", lambda name, train=True: data)
     with pytest.raises(ValueError, match="dataset 'digits' has NaN or inf"):
         run(tmp_path, steps=2)
     assert not (tmp_path / CHECKPOINT_NAME).exists()
