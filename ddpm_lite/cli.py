@@ -2,7 +2,8 @@
 
     ddpm-lite train  --dataset digits [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR
                      [--resume] [--bf16] [--lr LR] ...
-    ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim] [--steps K] [--eta E] [--seed S] --out FILE
+    ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|churn] [--steps K] [--eta E]
+                     [--seed S] --out FILE
 
 ``train`` writes DIR/checkpoint.pt and DIR/log.jsonl; ``sample`` uses the EMA weights and writes FILE.npy
 (float32 (N, C, H, W) in [-1, 1]) or FILE.png (a grid). Several processes: ``torchrun --nproc_per_node 2 -m
@@ -111,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     arg = sample.add_argument
     arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
     arg("--num", type=_positive_int, default=64, help="number of samples (default 64)")
-    arg("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm (Algorithm 2) or ddim (default ddpm)")
-    arg("--steps", type=_positive_int, help="denoising steps K <= T, evenly spaced (default T)")
-    arg("--eta", type=_number(0), help="DDIM noise: 0 deterministic, 1 DDPM-like (default 0; ddim only)")
+    arg("--sampler", choices=SAMPLERS, default="ddpm",
+        help="ddpm (Algorithm 2), ddim, dpmpp_2m (DPM-Solver++(2M)), dpmpp_2m_sde (its SDE variant) or churn "
+             "(Karras et al. stochastic Heun) (default ddpm)")
+    arg("--steps", type=_positive_int, help="network evaluations K <= T; each sampler places its own steps (default T)")
+    arg("--eta", type=_number(0), help="DDIM noise from 0 (deterministic) to 1 (DDPM-like) (default 0; ddim only)")
     arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=256, help="samples per forward pass (default 256)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -182,7 +185,9 @@ def run_sample(args) -> None:
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UsageError(f"--out {args.out!r} must end in .npy or .png")
     if args.eta is not None and args.sampler != "ddim":
-        raise UsageError("--eta applies to --sampler ddim only")
+        raise UsageError(f"--eta applies to --sampler ddim only; drop it for --sampler {args.sampler}")
+    if args.eta is not None and args.eta > 1:
+        raise UsageError(f"--eta {args.eta:g} is above 1 (DDPM-like noise); use 0 to 1")
     file = checkpoint_path(args.checkpoint)
     if not file.is_file():
         raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")

@@ -69,6 +69,8 @@ def test_sample_png(trained):
     (["sample", "--checkpoint", "run", "--out", "a.jpg"], ".npy or .png"),
     (["sample", "--checkpoint", "run", "--steps", "1001", "--out", "a.npy"], "1 to 1000"),
     (["sample", "--checkpoint", "run", "--eta", "0.5", "--out", "a.npy"], "--sampler ddim"),
+    (["sample", "--checkpoint", "run", "--sampler", "churn", "--eta", "0.5", "--out", "a.npy"], "drop it"),
+    (["sample", "--checkpoint", "run", "--sampler", "ddim", "--eta", "1.5", "--out", "a.npy"], "use 0 to 1"),
     (["sample", "--checkpoint", "run", "--num", "0", "--out", "a.npy"], "--num"),
     (["sample", "--checkpoint", "run", "--sampler", "euler", "--out", "a.npy"], "ddim"),
     ([], "train"),
