@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -109,8 +108,9 @@ def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nf
             fds.append(digits_fd(samples))
         record = {"sampler": label, "options": options, "nfe_budget": steps or diffusion.num_timesteps, "nfe": nfe,
                   **_summary(fds), "seconds": time.perf_counter() - start}
-        log(f"{label:>14} K={record['nfe_budget']:>4} NFE={nfe:g} FD={record['fd_mean']:.2f} "
-            f"(sd {record['fd_sd'] if record['fd_sd'] is None else round(record['fd_sd'], 2)}) {record['seconds']:.0f}s")
+        spread = "" if record["fd_sd"] is None else f" ± {record['fd_sd']:.2f}"
+        log(f"{label:>17} K={record['nfe_budget']:>4} NFE={nfe:g} FD={record['fd_mean']:.2f}{spread} "
+            f"{record['seconds']:.0f}s")
         return record
 
     result = {"n": n, "seeds": list(seeds), "batch_size": batch_size}
@@ -165,7 +165,8 @@ def main(argv=None) -> None:
     parser.add_argument("--nfes", type=int, nargs="+", default=list(DEFAULT_NFES))
     parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), help="labels of DEFAULT_SAMPLERS")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--reference-steps", type=int, default=None, help="steps of the reference DDPM chain (default T)")
+    parser.add_argument("--reference-steps", type=int, default=None,
+                        help="steps of the reference DDPM chain (default T)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="samplers", help="output file stem (default samplers)")
@@ -190,9 +191,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     goal = result["goal"]
+    fewest = f" Fewest evaluations meeting it: {goal['fewest'][0]} at {goal['fewest'][1]:g}." if goal["fewest"] else ""
     verdict = (f"Goal (FD at {goal['nfe']} NFE <= {goal['ratio']}x the full chain's, i.e. <= {goal['threshold']:.1f}): "
-               + (f"met by {', '.join(goal['met_at_goal_nfe'])}." if goal["met_at_goal_nfe"] else "not met.")
-               + (f" Fewest evaluations meeting it: {goal['fewest'][0]} at {goal['fewest'][1]:g}." if goal["fewest"] else ""))
+               + (f"met by {', '.join(goal['met_at_goal_nfe'])}." if goal["met_at_goal_nfe"] else "not met.") + fewest)
     table = markdown_table(result) + "\n\n" + verdict + "\n"
     (out / f"{args.name}.md").write_text(table)
     print(table)

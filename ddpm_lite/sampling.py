@@ -23,9 +23,9 @@ from .diffusion import GaussianDiffusion, Model
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn")
-STOCHASTIC_SAMPLERS: tuple[str, ...] = ("ddpm", "dpmpp_2m_sde", "churn")  # ddim too when eta > 0
 CHURN = 40.0  # S_churn of the churn sampler (Karras et al. 2022, Algorithm 2; their ImageNet-64 value):
-# gamma = min(S_churn / N, sqrt(2) - 1), the largest gamma for N <= 97 levels. Digits, 20 NFE, n = 500: FD 12.4 (14.4 at 0)
+# gamma = min(S_churn / N, sqrt(2) - 1), the largest gamma for N <= 97 levels. Digits model, 20 NFE, n = 500:
+# FD 12.4 with S_churn = 10 or 40 (both the largest gamma there), 14.4 with 0
 CHURN_SIGMA_RANGE = (0.05, 50.0)  # (S_tmin, S_tmax): churn only where S_tmin <= sigma^KE <= S_tmax (their values)
 
 
@@ -58,20 +58,23 @@ SPACINGS: tuple[str, ...] = ("linspace", "logsnr")
 DEFAULT_SPACING = {sampler: "linspace" for sampler in SAMPLERS}  # see sampler_timesteps
 
 
-def sampler_timesteps(diffusion: GaussianDiffusion, sampler: str, steps: int | None, spacing: str | None = None) -> list[int]:
+def sampler_timesteps(
+    diffusion: GaussianDiffusion, sampler: str, steps: int | None, spacing: str | None = None
+) -> list[int]:
     """The time indices (ascending, from 0) where ``sampler`` evaluates the network with a budget of ``steps`` NFE.
 
     spacing: "linspace" (:func:`space_timesteps`, even in t) or "logsnr" (:func:`logsnr_timesteps`, even in
     lambda); None: DEFAULT_SPACING, "linspace" for every sampler. The two disagree for DPM-Solver++: with the exact
-    eps* of a sharp 1-D mixture (tests/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.014 vs
+    eps* of a sharp 1-D mixture (tests/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.01 vs
     0.21: even t leaves one long lambda step into index 0, over which the second-order extrapolation overshoots),
     but on the book's digits model "linspace" wins (20 NFE, n = 500: FD 12.4 vs 13.6 for dpmpp_2m, 7.8 vs 12.4
     for dpmpp_2m_sde; "logsnr" also merges levels near t = 0 and so uses 17 evaluations): a trained network's
     errors at low noise cost more than the solver's. Karras et al.'s rho = 7 levels (from sigma^KE_{T-1} = 2e4
-    of the cosine schedule) scored FD 14-120 there and are not offered.
+    of the cosine schedule) crowd the top: 12 distinct indices of 20, FD 14-19 for DPM-Solver++ and 120 for
+    churn there, so they are not offered.
     churn: Heun spends two evaluations per step except the first and the last (Euler), so it gets steps // 2 + 1
     levels (steps >= 2).
-    steps None: every index (the full chain).
+    steps None: every index (the full chain; churn then makes 2T - 2 evaluations).
     """
     T = diffusion.num_timesteps
     _check_sampler(sampler)
@@ -96,7 +99,7 @@ def _check_steps(num_timesteps: int, steps: int) -> None:
 
 
 def ke_sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
-    """sigma^KE_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for t = 0 ... T-1: (T,) float64 (Karras et al. 2022, Table 1, VP)."""
+    """sigma^KE_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0 ... T-1: (T,) float64 (Karras et al. 2022, Table 1)."""
     alpha_bar = diffusion.schedule.alphas_cumprod
     return ((1 - alpha_bar) / alpha_bar).sqrt()
 
@@ -166,8 +169,10 @@ def ddim_sample(
 
 
 # ---------------------------------------------------------------------------------------- DPM-Solver++
-def dpm_solver_pp_data_estimate(x0: torch.Tensor, x0_prev: torch.Tensor | None, h: float, h_prev: float) -> torch.Tensor:
-    """The x_0 estimate a DPM-Solver++ step integrates: D_i of Lu et al. 2022, Algorithm 2 (2M), line 6.
+def dpm_solver_pp_data_estimate(
+    x0: torch.Tensor, x0_prev: torch.Tensor | None, h: float, h_prev: float
+) -> torch.Tensor:
+    """The x_0 estimate a DPM-Solver++ step integrates: D_i of Lu et al. 2022 (DPM-Solver++), Algorithm 2 (2M).
 
         D_i = (1 + 1 / (2 r_i)) x0_theta(x_s, s) - 1 / (2 r_i) x0_theta(x_prev, prev),   r_i = h_prev / h,
 
@@ -186,9 +191,10 @@ def dpm_solver_pp_update(
 ) -> torch.Tensor:
     """One DPM-Solver++ step from level s to level t < s, given the x_0 estimate D over the step (Lu et al. 2022).
 
-    ODE (z = None), Algorithm 2, line 7; with D = x0 it is DPM-Solver++(1), i.e. DDIM with eta = 0:
+    ODE (z = None), Lu et al. 2022, Algorithm 2; with D = x0 it is DPM-Solver++(1), i.e. DDIM with eta = 0:
         x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) D,   h = lambda_t - lambda_s
-    SDE (z ~ N(0, I) of x_s's shape), SDE-DPM-Solver++ (diffusers' sde-dpmsolver++); with D = x0 it is the
+    SDE (z ~ N(0, I) of x_s's shape), SDE-DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095; diffusers'
+    sde-dpmsolver++, k-diffusion's dpmpp_2m_sde); with D = x0 it is the
     ancestral DDPM step with sigma^2 = beta_tilde:
         x_t = sigma_t / sigma_s e^{-h} x_s + alpha_t (1 - e^{-2h}) D + sigma_t sqrt(1 - e^{-2h}) z
     coefficients: {"alpha_t", "sigma_t", "sigma_s", "h"} as floats (:func:`_vp_levels`); at the data sigma_t = 0,
@@ -209,10 +215,13 @@ def _vp_levels(diffusion: GaussianDiffusion, t: int) -> dict:
     if t < 0:
         return {"alpha": 1.0, "sigma": 0.0, "lambda": math.inf}
     alpha_bar = diffusion.schedule.alphas_cumprod[t].item()
-    return {"alpha": math.sqrt(alpha_bar), "sigma": math.sqrt(1 - alpha_bar), "lambda": 0.5 * math.log(alpha_bar / (1 - alpha_bar))}
+    lambda_t = 0.5 * math.log(alpha_bar / (1 - alpha_bar))
+    return {"alpha": math.sqrt(alpha_bar), "sigma": math.sqrt(1 - alpha_bar), "lambda": lambda_t}
 
 
-def _predict_x_start(diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t: int, clip_denoised: bool) -> torch.Tensor:
+def _predict_x_start(
+    diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t: int, clip_denoised: bool
+) -> torch.Tensor:
     """x0_theta(x_t, t) of p_mean_variance, clipped when asked, for one time index t shared by the batch: (B, ...)."""
     index = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
     return diffusion.p_mean_variance(model, x_t, index, clip_denoised=clip_denoised)["pred_x_start"]
@@ -222,7 +231,7 @@ def _randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, clip_denoised: bool, generator) -> Callable:
+def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, clip_denoised: bool, generator):
     """Multistep DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), ODE or SDE: step(k, x) from timesteps[k] to
     timesteps[k-1] (the data after k = 0). First order at the first step (no history) and at the step to the data,
     as diffusers (``lower_order_final``, ``final_sigmas_type="zero"``)."""
@@ -269,7 +278,7 @@ def heun_update(x_hat: torch.Tensor, d_hat: torch.Tensor, sigma_hat: float, sigm
     return x_hat + (sigma_next - sigma_hat) * 0.5 * (d_hat + d_next)
 
 
-def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised: bool, generator) -> Callable:
+def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised: bool, generator):
     """Karras et al. 2022, Algorithm 2 (stochastic Heun) on the VP model: step(k, x_t) from timesteps[k] to
     timesteps[k-1] (the data after k = 0), with x_t in the VP variables (x^KE = x_t / alpha_t) between steps.
 
@@ -307,7 +316,7 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
 
 
 # ---------------------------------------------------------------------------------------- the sampling loop
-def _respaced_stepper(diffusion, model, timesteps, *, sampler: str, eta: float, clip_denoised: bool, generator) -> Callable:
+def _respaced_stepper(diffusion, model, timesteps, *, sampler: str, eta: float, clip_denoised: bool, generator):
     """DDPM or DDIM on the diffusion respaced to ``timesteps``: step(k, x) takes respaced index k to k-1."""
     if len(timesteps) < diffusion.num_timesteps:
         diffusion, model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))

@@ -1,6 +1,5 @@
 """DPM-Solver++(2M), SDE-DPM-Solver++(2M) and the churn sampler: contracts, exact identities with DDIM and DDPM,
 step for step against diffusers, and the known distribution with the exact eps* (CONVENTIONS.md, tests 1-4)."""
-import math
 
 import pytest
 import torch
