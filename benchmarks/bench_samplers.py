@@ -80,8 +80,8 @@ def _summary(values: list[float]) -> dict:
 
 
 def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nfes=DEFAULT_NFES, n: int = 1000,
-                   seeds=(0,), batch_size: int = 500, reference_steps: int | None = None, device="cpu",
-                   log=None) -> dict:
+                   seeds=(0,), batch_size: int = 500, reference_steps: int | None = None, reference_seeds=None,
+                   device="cpu", log=None) -> dict:
     """FD against network evaluations for each sampler, and for the full chain.
 
     Args:
@@ -89,7 +89,8 @@ def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nf
         samplers: label -> keyword arguments of :func:`ddpm_lite.sample` (default :data:`DEFAULT_SAMPLERS`).
         nfes: evaluation budgets K, passed as ``steps=K`` (a sampler may use fewer; ``nfe`` says how many).
         n: samples per (sampler, K, seed); seeds: one FD per seed, same x_T for every sampler at a seed.
-        batch_size: samples per forward pass; reference_steps: steps of the reference DDPM chain (None: all T).
+        batch_size: samples per forward pass; reference_steps: steps of the reference DDPM chain (None: all T);
+        reference_seeds: its seeds (None: ``seeds``; fewer save time, the chain costs T evaluations per sample).
         log: a callable taking one line of progress (e.g. print), or None.
 
     Returns a plain dict: {"records": [{"sampler", "options", "nfe_budget", "nfe", "fd", "fd_mean", "fd_sd",
@@ -101,7 +102,7 @@ def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nf
     samplers = DEFAULT_SAMPLERS if samplers is None else samplers
     log = log or (lambda line: None)
 
-    def measure(label, options, steps):
+    def measure(label, options, steps, seeds=seeds):
         fds, start, nfe = [], time.perf_counter(), None
         for seed in seeds:
             samples, nfe = draw(model, diffusion, options, steps, n, seed, batch_size, device=device)
@@ -118,7 +119,8 @@ def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nf
         result["floor"] = real_vs_real_floor(n)
     except ValueError as error:  # n outside the floor's range
         result["floor"], result["floor_error"] = None, str(error)
-    result["reference"] = measure("ddpm (full chain)", {"sampler": "ddpm"}, reference_steps)
+    result["reference"] = measure("ddpm (full chain)", {"sampler": "ddpm"}, reference_steps,
+                                  seeds if reference_seeds is None else reference_seeds)
     result["records"] = [measure(label, options, k) for k in nfes for label, options in samplers.items()]
     result["goal"] = goal_summary(result)
     return result
@@ -167,6 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--reference-steps", type=int, default=None,
                         help="steps of the reference DDPM chain (default T)")
+    parser.add_argument("--reference-seeds", type=int, nargs="+", default=None,
+                        help="seeds of the reference chain (default --seeds)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="samplers", help="output file stem (default samplers)")
@@ -181,6 +185,7 @@ def main(argv=None) -> None:
     load_before, start = os.getloadavg(), time.perf_counter()
     result = quality_vs_nfe(model, diffusion, {k: DEFAULT_SAMPLERS[k] for k in args.samplers}, args.nfes, args.n,
                             args.seeds, args.batch_size, reference_steps=args.reference_steps,
+                            reference_seeds=args.reference_seeds,
                             log=lambda line: print(line, flush=True))
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                          "cores": os.cpu_count(), "torch": torch.__version__,

@@ -73,7 +73,7 @@ def _number(minimum: float, inclusive: bool = True, maximum: float | None = None
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .sampling import SAMPLERS
+    from .sampling import DEFAULT_SAMPLER, SAMPLERS
     from .training import TrainConfig
 
     def default(name: str) -> str:  # the defaults live in TrainConfig
@@ -112,10 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     arg = sample.add_argument
     arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
     arg("--num", type=_positive_int, default=64, help="number of samples (default 64)")
-    arg("--sampler", choices=SAMPLERS, default="ddpm",
+    arg("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
         help="ddpm (Algorithm 2), ddim, dpmpp_2m (DPM-Solver++(2M)), dpmpp_2m_sde (its SDE variant) or churn "
-             "(Karras et al. stochastic Heun) (default ddpm)")
-    arg("--steps", type=_positive_int, help="network evaluations K <= T; each sampler places its own steps (default T)")
+             f"(Karras et al. stochastic Heun) (default {DEFAULT_SAMPLER})")
+    arg("--steps", type=_positive_int, help="network evaluations K <= T, placed by each sampler (default T; "
+        "with dpmpp_2m_sde, 20 matched the full chain on the digits model)")
     arg("--eta", type=_number(0), help="DDIM noise from 0 (deterministic) to 1 (DDPM-like) (default 0; ddim only)")
     arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=256, help="samples per forward pass (default 256)")

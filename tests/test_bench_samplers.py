@@ -37,14 +37,15 @@ def test_every_sampler_starts_from_the_same_x_T(diffusion, one_thread):
 
 def test_quality_vs_nfe_records(diffusion, one_thread):
     samplers = {"ddpm": {"sampler": "ddpm"}, "churn": {"sampler": "churn"}}
-    result = bench.quality_vs_nfe(shrink, diffusion, samplers, nfes=(4, 7), n=12, seeds=(0, 1), batch_size=5)
+    result = bench.quality_vs_nfe(shrink, diffusion, samplers, nfes=(4, 7), n=12, seeds=(0, 1), batch_size=5,
+                                  reference_seeds=(0,))
     assert [(r["sampler"], r["nfe_budget"]) for r in result["records"]] == [
         ("ddpm", 4), ("churn", 4), ("ddpm", 7), ("churn", 7)]
     for r in result["records"]:
         levels = sampler_timesteps(diffusion, r["options"]["sampler"], r["nfe_budget"])
         assert r["nfe"] == (2 * len(levels) - 2 if r["sampler"] == "churn" else len(levels)) <= r["nfe_budget"]
         assert len(r["fd"]) == 2 and r["fd_sd"] is not None and r["fd_mean"] >= 0
-    assert result["reference"]["nfe"] == 50 and result["floor"] > 0
+    assert result["reference"]["nfe"] == 50 and len(result["reference"]["fd"]) == 1 and result["floor"] > 0
     goal = result["goal"]
     assert goal["threshold"] == pytest.approx(1.25 * result["reference"]["fd_mean"])
     assert set(goal["at_goal_nfe"]) == set()  # no record at 20 NFE in this run
