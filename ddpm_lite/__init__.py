@@ -4,8 +4,8 @@ Time-step convention everywhere: ``t`` is an int64 tensor of shape (B,) with val
 the paper's t = 1.
 
 Modules: ``schedules`` (beta_t, alpha_bar_t), ``diffusion`` (q, posterior, p_theta, losses), ``losses`` (KL,
-decoder, bits/dim), ``sampling`` (Algorithm 2, DDIM), ``oracles`` (exact eps* for Gaussian mixtures), ``unet``
-(the network), ``data``, ``metrics`` (Frechet distance on digits), ``plotting``.
+decoder, bits/dim), ``sampling`` (Algorithm 2, DDIM, DPM-Solver++(2M), churn), ``oracles`` (exact eps* for
+Gaussian mixtures), ``unet`` (the network), ``data``, ``metrics`` (Frechet distance on digits), ``plotting``.
 """
 from . import checks
 from .data import GaussianMixture, load_dataset, load_dataset_with_labels, make_toy_2d
@@ -15,7 +15,9 @@ from .metrics import digits_fd, frechet_distance, real_vs_real_floor
 from .oracles import GaussianMixtureOracle, quantize
 from .pretrained import load_pretrained_digits
 from .plotting import glue, image_grid, setup_notebook, show_images
-from .sampling import respace, sample, sample_loop_progressive, sample_trajectory, space_timesteps
+from .sampling import (
+    SAMPLERS, respace, sample, sample_loop_progressive, sample_trajectory, sampler_timesteps, space_timesteps,
+)
 from .schedules import NoiseSchedule, cosine_beta_schedule, get_beta_schedule, linear_beta_schedule
 from .training import TrainConfig, TrainResult, default_configs, load_checkpoint, train
 from .unet import UNet, UNetConfig, count_parameters, format_trace, timestep_embedding, trace
@@ -57,6 +59,8 @@ __all__ = [
     "respace",
     "sample",
     "sample_loop_progressive",
+    "sampler_timesteps",
+    "SAMPLERS",
     "sample_trajectory",
     "setup_notebook",
     "show_images",

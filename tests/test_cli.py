@@ -46,6 +46,16 @@ def test_sample_npy(trained):
     assert np.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
 
 
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "dpmpp_2m_sde", "churn"])
+def test_sample_with_the_new_samplers(trained, sampler, monkeypatch, capsys):
+    """In-process, a few evaluations each: every name in --sampler reaches the sampler and writes images."""
+    monkeypatch.chdir(trained)
+    assert main(["sample", "--checkpoint", "run", "--num", "3", "--sampler", sampler, "--steps", "4", "--seed", "2",
+                 "--out", f"{sampler}.npy", "--no-progress", "--device", "cpu"]) == 0
+    x = np.load(trained / f"{sampler}.npy")
+    assert x.shape == (3, 1, 8, 8) and np.isfinite(x).all() and f"({sampler}, 4 steps)" in capsys.readouterr().out
+
+
 def test_sample_png(trained):
     done = ddpm_lite("sample", "--checkpoint", "run/checkpoint.pt", "--num", 4, "--steps", 20, "--out", "grid.png",
                      "--no-progress", cwd=trained)
@@ -172,6 +182,8 @@ def test_bad_reconstruct_and_eval_arguments(trained, inputs, args, fix, monkeypa
     (["sample", "--checkpoint", "run", "--out", "a.jpg"], ".npy or .png"),
     (["sample", "--checkpoint", "run", "--steps", "1001", "--out", "a.npy"], "1 to 1000"),
     (["sample", "--checkpoint", "run", "--eta", "0.5", "--out", "a.npy"], "--sampler ddim"),
+    (["sample", "--checkpoint", "run", "--sampler", "churn", "--eta", "0.5", "--out", "a.npy"], "drop it"),
+    (["sample", "--checkpoint", "run", "--sampler", "ddim", "--eta", "1.5", "--out", "a.npy"], "<= 1"),
     (["sample", "--checkpoint", "run", "--num", "0", "--out", "a.npy"], "--num"),
     (["sample", "--checkpoint", "run", "--sampler", "euler", "--out", "a.npy"], "ddim"),
     ([], "train"),
