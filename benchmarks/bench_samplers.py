@@ -130,15 +130,17 @@ def goal_summary(result: dict, nfe: int = GOAL_NFE, ratio: float = GOAL_RATIO) -
     """Issue 12's goal: which samplers reach FD <= ratio x the full chain's FD (means over seeds), and at which budget.
 
     Returns {"threshold", "at_goal_nfe": {label: FD / reference FD at budget ``nfe``}, "met_at_goal_nfe": [labels],
-    "fewest": (label, NFE) of the sampler that meets the threshold with the fewest evaluations, or None}.
+    "fewest": (label, NFE) of the sampler that meets the threshold with the fewest evaluations (ties: the lower
+    FD), or None}.
     """
     threshold = ratio * result["reference"]["fd_mean"]
     at_goal = {r["sampler"]: r["fd_mean"] / result["reference"]["fd_mean"] for r in result["records"]
                if r["nfe_budget"] == nfe}
-    meeting = sorted((r["nfe"], r["sampler"]) for r in result["records"] if r["fd_mean"] <= threshold)
+    # fewest evaluations first; among samplers meeting it at the same count, the lower FD
+    meeting = sorted((r["nfe"], r["fd_mean"], r["sampler"]) for r in result["records"] if r["fd_mean"] <= threshold)
     return {"nfe": nfe, "ratio": ratio, "threshold": threshold, "at_goal_nfe": at_goal,
             "met_at_goal_nfe": [label for label, value in at_goal.items() if value <= ratio],
-            "fewest": [meeting[0][1], meeting[0][0]] if meeting else None}
+            "fewest": [meeting[0][2], meeting[0][0]] if meeting else None}
 
 
 def markdown_table(result: dict) -> str:

@@ -89,7 +89,7 @@ def _number(minimum: float, inclusive: bool = True, maximum: float | None = None
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .sampling import DEFAULT_SAMPLER, SAMPLERS
+    from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
     from .training import TrainConfig
 
     def default(name: str) -> str:  # the defaults live in TrainConfig
@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
         help="ddpm (Algorithm 2), ddim, dpmpp_2m (DPM-Solver++(2M)), dpmpp_2m_sde (its SDE variant) or churn "
              f"(Karras et al. stochastic Heun) (default {DEFAULT_SAMPLER})")
-    arg("--steps", type=_positive_int, help="network evaluations K <= T, placed by each sampler (default T; "
-        "with dpmpp_2m_sde, 20 matched the full chain on the digits model)")
+    arg("--steps", type=_positive_int, help=f"network evaluations K <= T, placed by each sampler (default: T for "
+        f"ddpm, {DEFAULT_STEPS} for the others; dpmpp_2m matched the full chain with 10 on the digits model)")
     arg("--eta", type=_number(0, maximum=1, maximum_inclusive=True),
         help="DDIM noise in [0, 1]: 0 deterministic, 1 DDPM's variance (default 0; ddim only)")
     arg("--seed", type=_seed, default=0, help="random seed (default 0)")
@@ -218,8 +218,7 @@ def run_sample(args) -> None:
     device = _device(args.device)
     model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
     T = diffusion.num_timesteps
-    if args.steps is not None and args.steps > T:
-        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    steps = _sampling_steps(args, T)
     mc = configs["model_config"]
     image_shape = (mc.image_channels, mc.image_size, mc.image_size)
     _check_free_space(out, args.num * math.prod(image_shape) * 4)
@@ -229,7 +228,7 @@ def run_sample(args) -> None:
     def batches():  # (n, C, H, W) float32 in [-1, 1] on the CPU, batch by batch
         for start in range(0, args.num, args.batch_size):
             n = min(args.batch_size, args.num - start)
-            x = sample(diffusion, model, (n, *image_shape), sampler=args.sampler, steps=args.steps,
+            x = sample(diffusion, model, (n, *image_shape), sampler=args.sampler, steps=steps,
                        eta=args.eta or 0.0, generator=generator, device=device, progress=not args.no_progress)
             yield x.clamp(-1, 1).to(torch.float32).cpu()
 
@@ -238,7 +237,7 @@ def run_sample(args) -> None:
         save_image_grid(torch.cat(list(batches())), out)
     else:
         write_atomic(out, lambda f: _stream_npy(f, (args.num, *image_shape), batches()))
-    print(f"wrote {args.num} samples ({args.sampler}, {args.steps or T} steps) to {out}")
+    print(f"wrote {args.num} samples ({args.sampler}, {steps} steps) to {out}")
 
 
 def _stream_npy(f, shape: tuple[int, ...], batches) -> None:
@@ -290,6 +289,17 @@ def _check_free_space(path: Path, needed: int) -> None:
     if needed > free:
         raise UsageError(f"--num: the samples need {needed / 1e9:.1f} GB, {existing} has {free / 1e9:.1f} GB free; "
                          "ask for fewer or write elsewhere")
+
+
+def _sampling_steps(args, T: int) -> int:
+    """--steps, checked against the model's T; by default T for ddpm (Algorithm 2) and DEFAULT_STEPS for the rest."""
+    from .sampling import DEFAULT_STEPS
+
+    if args.steps is None:
+        return T if args.sampler == "ddpm" else min(DEFAULT_STEPS, T)
+    if args.steps > T:
+        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    return args.steps
 
 
 def _device(name: str):
@@ -499,7 +509,7 @@ def _add_eval_parser(commands) -> None:
         "held-out digits, or 1000)")
     arg("--split", choices=("heldout", "train"), default="heldout", help="bpd: which split (default heldout)")
     arg("--sampler", choices=SAMPLERS, default="ddpm", help="fd: the sampler (default ddpm)")
-    arg("--steps", type=_positive_int, help="fd: sampling steps K <= T (default T)")
+    arg("--steps", type=_positive_int, help="fd: network evaluations K <= T (default: T for ddpm, 20 for the others)")
     arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=500, help="images per forward pass (default 500)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -517,8 +527,7 @@ def run_eval(args) -> None:
     device = _device(args.device)
     model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
     dataset, T = configs["train_config"].dataset, diffusion.num_timesteps
-    if args.steps is not None and args.steps > T:
-        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    steps = _sampling_steps(args, T)
     generator = torch.Generator(device).manual_seed(args.seed)
     if args.metric == "fd":
         from .metrics import digits_fd, real_vs_real_floor
@@ -532,10 +541,10 @@ def run_eval(args) -> None:
             raise UsageError(f"--num {num}: fd needs 2 ... 1437 samples (the floor uses as many training digits)")
         mc = configs["model_config"]
         chunks = [sample(diffusion, model, (min(args.batch_size, num - start), mc.image_channels, mc.image_size,
-                                            mc.image_size), sampler=args.sampler, steps=args.steps,
+                                            mc.image_size), sampler=args.sampler, steps=steps,
                          generator=generator, device=device).cpu() for start in range(0, num, args.batch_size)]
         fd, floor = digits_fd(torch.cat(chunks).clamp(-1, 1)), real_vs_real_floor(num, seed=args.seed)
-        print(f"FD {fd:.2f} of {num} samples ({args.sampler}, {args.steps or T} steps) against the 360 held-out digits; "
+        print(f"FD {fd:.2f} of {num} samples ({args.sampler}, {steps} steps) against the 360 held-out digits; "
               f"floor at n = {num} (real training digits): {floor:.2f}")
         return
     images = load_dataset(dataset, train=args.split == "train")

@@ -51,3 +51,14 @@ def test_quality_vs_nfe_records(diffusion, one_thread):
     assert set(goal["at_goal_nfe"]) == set()  # no record at 20 NFE in this run
     table = bench.markdown_table(result)
     assert table.count("\n| ") == 2 and "churn" in table and "(6)" in table  # churn spends 6 of 7: four levels
+
+
+def test_goal_summary_breaks_ties_by_fd():
+    """Two samplers meet the goal at the same evaluations: the lower FD is named, not the first label."""
+    record = lambda label, nfe, fd: {"sampler": label, "nfe_budget": nfe, "nfe": nfe, "fd_mean": fd}
+    result = {"reference": {"fd_mean": 10.0},
+              "records": [record("churn", 10, 12.0), record("dpmpp_2m", 10, 11.0), record("ddpm", 20, 9.0),
+                          record("ddim", 5, 40.0)]}
+    goal = bench.goal_summary(result)
+    assert goal["threshold"] == pytest.approx(12.5)
+    assert goal["fewest"] == ["dpmpp_2m", 10] and goal["met_at_goal_nfe"] == ["ddpm"]

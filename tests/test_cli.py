@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddpm_lite.cli import main
+from ddpm_lite.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,20 @@ def test_sample_with_the_new_samplers(trained, sampler, monkeypatch, capsys):
                  "--out", f"{sampler}.npy", "--no-progress", "--device", "cpu"]) == 0
     x = np.load(trained / f"{sampler}.npy")
     assert x.shape == (3, 1, 8, 8) and np.isfinite(x).all() and f"({sampler}, 4 steps)" in capsys.readouterr().out
+
+
+def test_sample_default_steps(trained, monkeypatch, capsys):
+    """Without --steps: the default sampler with DEFAULT_STEPS evaluations; ddpm with all T (Algorithm 2)."""
+    from ddpm_lite.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    monkeypatch.chdir(trained)
+    assert main(["sample", "--checkpoint", "run", "--num", "2", "--out", "default.npy", "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert f"({DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps)" in capsys.readouterr().out
+    T = load_checkpoint("run")[1].num_timesteps
+    assert main(["sample", "--checkpoint", "run", "--num", "1", "--sampler", "ddpm", "--out", "ddpm.npy",
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert f"(ddpm, {T} steps)" in capsys.readouterr().out
 
 
 def test_sample_png(trained):
