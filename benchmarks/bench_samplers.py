@@ -176,14 +176,21 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="samplers", help="output file stem (default samplers)")
+    parser.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="a digits run directory to measure instead of the book's model (its EMA weights)")
     args = parser.parse_args(argv)
     unknown = set(args.samplers) - set(DEFAULT_SAMPLERS)
     if unknown:
         parser.error(f"unknown sampler labels {sorted(unknown)}; use some of {list(DEFAULT_SAMPLERS)}")
     torch.set_num_threads(args.threads)
-    from ddpm_lite.pretrained import load_pretrained_digits
+    if args.checkpoint is None:
+        from ddpm_lite.pretrained import load_pretrained_digits
 
-    model, diffusion = load_pretrained_digits()
+        model, diffusion = load_pretrained_digits()
+    else:
+        from ddpm_lite.training import load_checkpoint
+
+        model, diffusion, _ = load_checkpoint(args.checkpoint, ema=True)
     load_before, start = os.getloadavg(), time.perf_counter()
     result = quality_vs_nfe(model, diffusion, {k: DEFAULT_SAMPLERS[k] for k in args.samplers}, args.nfes, args.n,
                             args.seeds, args.batch_size, reference_steps=args.reference_steps,
