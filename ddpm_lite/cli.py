@@ -202,7 +202,6 @@ def run_sample(args) -> None:
     import torch
 
     from .sampling import sample
-    from .training import checkpoint_path, load_checkpoint
 
     out = _output_file(args.out)  # all of the output checks come before any sampling
     png = out.suffix.lower() == ".png"
@@ -212,11 +211,7 @@ def run_sample(args) -> None:
         raise UsageError(f"--eta applies to --sampler ddim only; drop it for --sampler {args.sampler}")
     if args.eta is not None and args.eta > 1:
         raise UsageError(f"--eta {args.eta:g} is above 1 (DDPM-like noise); use 0 to 1")
-    file = checkpoint_path(args.checkpoint)
-    if not file.is_file():
-        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
-    device = _device(args.device)
-    model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
+    model, diffusion, configs, device = _load_run(args)
     T = diffusion.num_timesteps
     steps = _sampling_steps(args, T)
     mc = configs["model_config"]
@@ -291,14 +286,30 @@ def _check_free_space(path: Path, needed: int) -> None:
                          "ask for fewer or write elsewhere")
 
 
+def _load_run(args):
+    """The EMA model of --checkpoint on --device: (model, diffusion, configs, device); a missing file is one line."""
+    from .training import checkpoint_path, load_checkpoint
+
+    file = checkpoint_path(args.checkpoint)
+    if not file.is_file():
+        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
+    device = _device(args.device)
+    return (*load_checkpoint(args.checkpoint, device=device, ema=True), device)
+
+
+def _check_steps_fit(steps: int | None, T: int) -> None:
+    """--steps must not exceed the model's T."""
+    if steps is not None and steps > T:
+        raise UsageError(f"--steps {steps} is more than the T = {T} steps of this model; use 1 to {T}")
+
+
 def _sampling_steps(args, T: int) -> int:
     """--steps, checked against the model's T; by default T for ddpm (Algorithm 2) and DEFAULT_STEPS for the rest."""
     from .sampling import DEFAULT_STEPS
 
     if args.steps is None:
         return T if args.sampler == "ddpm" else min(DEFAULT_STEPS, T)
-    if args.steps > T:
-        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    _check_steps_fit(args.steps, T)
     return args.steps
 
 
@@ -424,21 +435,15 @@ def run_reconstruct(args) -> None:
     import torch
 
     from . import reconstruction as R
-    from .training import checkpoint_path, load_checkpoint
 
     out = _output_file(args.out)
     needed = {"denoise": "sigma", "inpaint": "mask", "superres": "scale", "sdedit": "t"}[args.task]
     if getattr(args, needed) is None:
         raise UsageError(f"--task {args.task} needs --{needed}")
-    file = checkpoint_path(args.checkpoint)
-    if not file.is_file():
-        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
-    device = _device(args.device)
-    model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
+    model, diffusion, configs, device = _load_run(args)
     mc, T = configs["model_config"], diffusion.num_timesteps
     channels, size = mc.image_channels, mc.image_size
-    if args.steps is not None and args.steps > T:
-        raise UsageError(f"--steps {args.steps} is more than the T = {T} steps of this model; use 1 to {T}")
+    _check_steps_fit(args.steps, T)
 
     # Read and check every input before any sampling starts.
     if args.task == "superres":
@@ -519,13 +524,8 @@ def run_eval(args) -> None:
     import torch
 
     from .data import load_dataset
-    from .training import checkpoint_path, load_checkpoint
 
-    file = checkpoint_path(args.checkpoint)
-    if not file.is_file():
-        raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
-    device = _device(args.device)
-    model, diffusion, configs = load_checkpoint(args.checkpoint, device=device, ema=True)
+    model, diffusion, configs, device = _load_run(args)
     dataset, T = configs["train_config"].dataset, diffusion.num_timesteps
     steps = _sampling_steps(args, T)
     generator = torch.Generator(device).manual_seed(args.seed)
