@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   build (execute) the book into _build/html
-#   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning
+#   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning,
+#               on MathJax from a CDN or on an untranslated MyST role (.ci/check_html.py)
 # Both create .venv on first use. On these machines torch comes from a local copy; elsewhere set TORCH,
 # e.g. make test TORCH="torch torchvision".
 PYTHON ?= python3
@@ -42,6 +43,7 @@ notebooks: $(STAMP)
 
 book-strict: notebooks
 	$(BIN)/jupyter-book build $(TESTTREE) -W --keep-going
+	$(BIN)/python .ci/check_html.py $(TESTTREE)/_build/html
 	@echo "The test build of the book is at $(CURDIR)/$(TESTTREE)/_build/html/index.html"
 
 clean:
