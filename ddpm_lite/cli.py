@@ -500,7 +500,7 @@ def _write_images(images, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- eval
 def _add_eval_parser(commands) -> None:
-    from .sampling import SAMPLERS
+    from .sampling import DEFAULT_STEPS, SAMPLERS
 
     ev = commands.add_parser(
         "eval", help="score a trained model on held-out data: Frechet distance (digits) or bits/dim",
@@ -514,7 +514,8 @@ def _add_eval_parser(commands) -> None:
         "held-out digits, or 1000)")
     arg("--split", choices=("heldout", "train"), default="heldout", help="bpd: which split (default heldout)")
     arg("--sampler", choices=SAMPLERS, default="ddpm", help="fd: the sampler (default ddpm)")
-    arg("--steps", type=_positive_int, help="fd: network evaluations K <= T (default: T for ddpm, 20 for the others)")
+    arg("--steps", type=_positive_int,
+        help=f"fd: network evaluations K <= T (default: T for ddpm, {DEFAULT_STEPS} for the others)")
     arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=500, help="images per forward pass (default 500)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
