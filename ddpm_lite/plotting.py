@@ -11,6 +11,12 @@ import random
 import torch
 from einops import rearrange
 
+# Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
+# (repository: url) and every chapter's setup cell must agree with it (tests/test_book_setup.py); to point a fork at
+# its own repository, replace the URL in all three at once (README, "The book in Colab").
+REPOSITORY_URL = "https://github.com/ddpm-lite/ddpm_lite"
+INSTALL_REQUIREMENT = f"ddpm_lite[plot] @ git+{REPOSITORY_URL}@main"  # what the setup cell passes to pip
+
 
 def setup_notebook(seed: int = 0) -> torch.device:
     """Seed every random number generator once, at the top of a chapter, and pick the device.
