@@ -31,11 +31,12 @@ def setup_notebook(seed: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def glue(name: str, value, fmt: str = "{}"):
-    """Make a computed number available to the chapter's prose as {glue:text}`name` and print it.
+def glue(name: str, value, fmt: str | None = None):
+    """Make a computed number available to the chapter's prose as {glue:text}`name`.
 
-    In the built book myst-nb's glue stores the value; elsewhere (Colab) the printed line shows it.
-    Returns the value, so a chapter can write ``x = dl.glue("x", compute())``.
+    Where myst-nb is installed (the book's build and CI) its glue stores the value and nothing is printed: the
+    prose shows it, formatted where it is glued. Elsewhere (Colab) one formatted line ``name = value`` shows it
+    instead. Returns the value, so a chapter can write ``x = dl.glue("x", compute())``.
     """
     try:
         from myst_nb import glue as myst_glue
@@ -43,8 +44,18 @@ def glue(name: str, value, fmt: str = "{}"):
         myst_glue = None
     if myst_glue is not None:
         myst_glue(name, value, display=False)
-    print(f"{name} = {fmt.format(value)}")
+    else:
+        print(f"{name} = {fmt.format(value) if fmt else _readable(value)}")
     return value
+
+
+def _readable(value) -> str:
+    """A number as a reader wants it: 4 significant digits, thousands separated; anything else as str()."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or (abs(value) >= 1e4 and abs(value) < 1e9):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
 
 
 def source_line(function, text: str) -> int:

@@ -1,5 +1,6 @@
 """plotting: the grid's layout, the animation, source_line, glue."""
 import inspect
+import sys
 
 import matplotlib
 import pytest
@@ -50,6 +51,18 @@ def test_source_line_points_at_the_line():
         source_line(dl.GaussianDiffusion.q_sample, "no such text anywhere")
 
 
-def test_glue_returns_and_prints(capsys):
-    assert dl.glue("answer", 42) == 42
-    assert "answer = 42" in capsys.readouterr().out
+def test_glue_in_the_book_stores_and_prints_nothing(capsys):
+    """With myst-nb (the book's build, CI) the value goes to the prose only: no output box per number."""
+    pytest.importorskip("myst_nb")
+    assert dl.glue("answer", 42.123456789) == 42.123456789
+    assert capsys.readouterr().out == ""
+
+
+def test_glue_in_colab_prints_one_formatted_line(capsys, monkeypatch):
+    """Without myst-nb (Colab) each number prints once, formatted; the value is returned unchanged."""
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now raises ImportError
+    assert dl.glue("share", 91.66666865348816) == 91.66666865348816
+    assert dl.glue("steps", 20000) == 20000
+    assert dl.glue("tiny", 0.000123456) == 0.000123456
+    assert dl.glue("ratio", 0.5, "{:.0%}") == 0.5
+    assert capsys.readouterr().out.splitlines() == ["share = 91.67", "steps = 20,000", "tiny = 0.0001235", "ratio = 50%"]
