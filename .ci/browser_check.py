@@ -129,9 +129,10 @@ def has_math(path: Path) -> bool:
 def label_patterns(sources: list[Path]) -> dict[str, re.Pattern]:
     """Every cross-reference label the sources define, with the pattern that finds it leaked into text.
 
-    A label is found whole (eq-elbo-gauss-kl) and without its kind prefix (elbo-gauss-kl), the form the
-    comments use. A prefix-free stem that is a plain word (snr) is only found as an equation reference,
-    "eq. (snr)", so that the word itself stays allowed.
+    The label itself (eq-elbo-gauss-kl) is found anywhere. Its stem without the kind prefix (elbo-gauss-kl),
+    the form the comments use, is found as a reference: in parentheses, "eq. (elbo-gauss-kl)", so that a stem
+    that is also a phrase (closed-form) stays allowed as one; a stem that is a plain word (snr) only after
+    "eq.", so that log(snr) stays allowed too.
     """
     labels = set()
     for path in sources:
@@ -140,14 +141,12 @@ def label_patterns(sources: list[Path]) -> dict[str, re.Pattern]:
             labels.update(pattern.findall(text))
     found = {}
     for label in sorted(labels):
-        forms = [re.escape(label)]
+        forms = [rf"(?<![\w-]){re.escape(label)}(?![\w-])"]
         stem = PREFIX.sub("", label)
-        if stem != label and re.search(r"[-_:\d]", stem):
-            forms.append(re.escape(stem))
-        whole = rf"(?<![\w-])(?:{'|'.join(forms)})(?![\w-])"
-        if stem != label and not re.search(r"[-_:\d]", stem):
-            whole += rf"|\b[Ee]qs?\.?\s*\(\s*{re.escape(stem)}\s*\)"
-        found[label] = re.compile(whole)
+        if stem != label:
+            reference = rf"\(\s*{re.escape(stem)}\s*\)"
+            forms.append(rf"(?<!\w){reference}" if re.search(r"[-_:\d]", stem) else rf"\b[Ee]qs?\.?\s*{reference}")
+        found[label] = re.compile("|".join(forms))
     return found
 
 

@@ -145,6 +145,7 @@ def test_labels_are_found_whole_and_without_their_prefix(tmp_path):
     assert sorted(patterns) == ["eq-elbo-gauss-kl", "eq-snr", "sec-intro"]
     assert patterns["eq-elbo-gauss-kl"].search("# eq. (elbo-gauss-kl)")
     assert patterns["eq-elbo-gauss-kl"].search("see eq-elbo-gauss-kl")
+    assert not patterns["eq-elbo-gauss-kl"].search("the elbo-gauss-kl phrase, unbracketed")
     assert not patterns["eq-elbo-gauss-kl"].search("eq-elbo-gauss-kl-2 is another label")
     assert patterns["eq-snr"].search("Eq. (snr)") and not patterns["eq-snr"].search("log(snr) of the SNR")
     assert patterns["sec-intro"].search("(sec-intro)") and not patterns["sec-intro"].search("intro")
