@@ -61,13 +61,17 @@ PAGE_STATE = """async (timeoutMs) => {
   await Promise.all(images.map(img => img.decode().catch(() => null)));
   const skip = "script, style, template, noscript, mjx-container, mjx-assistive-mml";
   const code = "pre, code, kbd, samp, textarea, .highlight";
-  const prose = [], all = [];
+  // Text nodes of one block (a paragraph, a code listing) join as they read; blocks are separate lines.
+  const block = "p, pre, li, td, th, h1, h2, h3, h4, h5, h6, dt, dd, caption, figcaption, div";
+  let prose = "", all = "", lastBlock = null;
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const parent = node.parentElement;
     if (!parent || parent.closest(skip)) continue;
-    all.push(node.nodeValue);
-    if (!parent.closest(code)) prose.push(node.nodeValue);
+    const own = parent.closest(block), gap = own === lastBlock ? "" : "\\n";
+    lastBlock = own;
+    all += gap + node.nodeValue;
+    if (!parent.closest(code)) prose += gap + node.nodeValue;
   }
   const outside = el => !el.closest("a");
   return {
@@ -81,8 +85,8 @@ PAGE_STATE = """async (timeoutMs) => {
       .map(e => e.getAttribute("data") || e.getAttribute("src")),
     links: [...document.querySelectorAll("a[href]")].map(a => [a.getAttribute("href"), a.href]),
     unresolved: [...document.querySelectorAll(".xref")].filter(outside).map(e => e.textContent.trim()),
-    prose: prose.join("\\n"),
-    text: all.join("\\n"),
+    prose,
+    text: all,
     footer: document.body.innerText,
   };
 }"""
@@ -288,10 +292,14 @@ def check(html: Path, source: Path, screenshots: Path | None = None, shots=SCREE
     executable = chromium()
     if executable is None:
         return [f"no Chromium at {CHROMIUM}; install it: apt-get install -y chromium fonts-noto-cjk (or make chromium)"]
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return ["playwright is not installed: pip install playwright (it is in the test extra; never run "
+                "`playwright install`, the check drives the system's Chromium)"]
     pages = chapters(source)
     labels = label_patterns([path for _, path in pages])
     found = []
-    from playwright.sync_api import sync_playwright
 
     with _Server(html) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
