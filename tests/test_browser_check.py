@@ -154,3 +154,20 @@ def test_labels_are_found_whole_and_without_their_prefix(tmp_path):
 def test_colab_link_names_the_chapter_on_main():
     assert browser_check.colab_link("https://github.com/a/b.git", "book/x") == (
         "https://colab.research.google.com/github/a/b/blob/main/book/x.ipynb")
+
+
+def test_the_footer_extension_writes_the_line_the_check_reads():
+    """book/_ext/ddpm_lite_version.py puts the package's version in sphinx-book-theme's extra_footer."""
+    import types
+
+    import ddpm_lite
+
+    spec = importlib.util.spec_from_file_location(
+        "ddpm_lite_version", Path(__file__).resolve().parents[1] / "book" / "_ext" / "ddpm_lite_version.py")
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)
+    assert extension.VERSION_LINE == browser_check.VERSION_LINE
+    config = types.SimpleNamespace(html_theme_options={"extra_footer": "<p>kept</p>"})
+    extension.add_version_to_footer(None, config)
+    footer = config.html_theme_options["extra_footer"]
+    assert footer.startswith("<p>kept</p>") and f"Built with ddpm_lite {ddpm_lite.__version__}</p>" in footer
