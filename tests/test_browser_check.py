@@ -171,3 +171,18 @@ def test_the_footer_extension_writes_the_line_the_check_reads():
     extension.add_version_to_footer(None, config)
     footer = config.html_theme_options["extra_footer"]
     assert footer.startswith("<p>kept</p>") and f"Built with ddpm_lite {ddpm_lite.__version__}</p>" in footer
+
+
+@needs_chromium
+@pytest.mark.skipif(not MATHJAX.is_dir(), reason="needs sphinx-mathjax-offline (the book extra)")
+def test_a_tex_error_and_a_missing_embedded_file_are_reported(tmp_path):
+    html = site(tmp_path, {
+        "intro": (".md", "# Intro", "<p>intro</p>"),
+        "bad": (".md", "$\\frac{a}$", r'<p><span class="math">\(\frac{a}\)</span></p><object data="gone.svg"></object>'),
+    })
+    script = mathjax(html)
+    page = html / "book" / "bad.html"
+    page.write_text(page.read_text().replace("<head>", "<head>" + script))
+    found = "\n".join(run(html))
+    assert "book/bad.html: MathJax error: " in found, found
+    assert "book/bad.html: missing embedded file gone.svg" in found, found
