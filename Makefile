@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make book   build (execute) the book into _build/html
 #   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning,
-#               on MathJax from a CDN or on an untranslated MyST role (.ci/check_html.py)
+#               on MathJax from a CDN or on an untranslated MyST role (.ci/check_html.py), then every chapter
+#               opened offline in headless Chromium (.ci/browser_check.py; screenshots in .ci/test-tree/_build)
 # Both create .venv on first use. On these machines torch comes from a local copy; elsewhere set TORCH,
 # e.g. make test TORCH="torch torchvision".
 PYTHON ?= python3
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 TESTTREE := .ci/test-tree
 export DDPM_LITE_CACHE ?= $(CURDIR)/_build/cache
 
-.PHONY: book test unit notebooks book-strict clean
+.PHONY: book test unit notebooks book-strict browser chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: unit notebooks book-strict
+test: chromium unit notebooks book-strict browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -45,6 +46,19 @@ book-strict: notebooks
 	$(BIN)/jupyter-book build $(TESTTREE) -W --keep-going
 	$(BIN)/python .ci/check_html.py $(TESTTREE)/_build/html
 	@echo "The test build of the book is at $(CURDIR)/$(TESTTREE)/_build/html/index.html"
+
+# The browser test opens the built site in Debian's Chromium (driven by Playwright from the test extra; no
+# browser is downloaded). It checks the test build; after `make book`: make browser BROWSER_HTML=_build/html
+BROWSER_HTML ?= $(TESTTREE)/_build/html
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser: $(STAMP) chromium
+	$(BIN)/python .ci/browser_check.py $(BROWSER_HTML)
+
+# Chromium and a CJK font (the notation table is bilingual) from apt, on a machine that lacks them.
+chromium:
+	@if ! command -v chromium >/dev/null || [ -z "$$(fc-list :lang=zh 2>/dev/null)" ]; then \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium fonts-noto-cjk; fi
 
 clean:
 	rm -rf _build
