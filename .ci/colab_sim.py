@@ -27,7 +27,10 @@ Checks, besides every cell running without an error:
   MAX_SIGNIFICANT_DIGITS significant digits in any decimal number of such a line.
 
 Exits 1 with one line per failure (``colab_sim: FAIL ...``). The executed notebooks and report.json (per-cell
-times) are written to --out. Takes about 2 minutes to build the environment once, then the chapters' own time.
+times) are written to --out. Building the environment takes 2-4 minutes (once; it is reused while its package
+list matches), installing ddpm_lite in each chapter's setup cell about 20-30 s, then the chapter's own time with a
+cold cache. --timeout bounds one cell; with a cold cache the sampling chapter's first cell that loads the
+pretrained digits model trains it (and the digit classifier) first.
 """
 
 from __future__ import annotations
