@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 TESTTREE := .ci/test-tree
 export DDPM_LITE_CACHE ?= $(CURDIR)/_build/cache
 
-.PHONY: book test unit notebooks book-strict browser chromium clean
+.PHONY: book test unit notebooks book-strict browser chromium colab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: chromium unit notebooks book-strict browser
+test: chromium unit notebooks book-strict browser colab
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -54,6 +54,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 browser: $(STAMP) chromium
 	$(BIN)/python .ci/browser_check.py $(BROWSER_HTML)
+
+# Chapters as a Colab reader meets them (.ci/colab_sim.py): a venv with only Colab's packages (built once in
+# _build/colab-sim/venv), cwd outside the repository, the setup cell's own pip install sent to a clone of HEAD.
+COLAB_CHAPTERS := book/forward_process.ipynb book/sampling.ipynb
+colab: $(STAMP)
+	$(BIN)/python .ci/colab_sim.py --repo . --torch "$(TORCH)" $(COLAB_CHAPTERS)
 
 # Chromium and a CJK font (the notation table is bilingual) from apt, on a machine that lacks them.
 chromium:
