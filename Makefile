@@ -2,7 +2,8 @@
 #   make book   build (execute) the book into _build/html
 #   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning,
 #               on MathJax from a CDN or on an untranslated MyST role (.ci/check_html.py), then every chapter
-#               opened offline in headless Chromium (.ci/browser_check.py; screenshots in .ci/test-tree/_build)
+#               opened offline in headless Chromium (.ci/browser_check.py; screenshots in .ci/test-tree/_build), then
+#               two chapters run as in a fresh Colab runtime (.ci/colab_sim.py)
 # Both create .venv on first use. On these machines torch comes from a local copy; elsewhere set TORCH,
 # e.g. make test TORCH="torch torchvision".
 PYTHON ?= python3
