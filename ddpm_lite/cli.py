@@ -1,4 +1,4 @@
-"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate.
+"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate::
 
     ddpm-lite train  --dataset digits [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR
                      [--resume] [--bf16] [--lr LR] ...

@@ -467,7 +467,7 @@ def train(
     train_config: required in practice (it says when to stop), e.g. ``TrainConfig(steps=2000)``.
     out_dir: where to write checkpoint.pt and log.jsonl; None keeps everything in memory.
     resume: continue the run in out_dir exactly where its checkpoint stopped; without it an existing
-        checkpoint is never overwritten (FileExistsError).
+    checkpoint is never overwritten (FileExistsError).
     progress: show a tqdm bar with the running loss.
 
     Sets torch's global RNG from ``train_config.seed`` (the trainer owns the randomness of its process).

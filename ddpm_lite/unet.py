@@ -1,6 +1,6 @@
 """The noise-prediction network eps_theta(x_t, t): a small time-conditioned U-Net.
 
-Architecture (Ho et al. 2020, Appendix B; a U-Net after Ronneberger et al. 2015):
+Architecture (Ho et al. 2020, Appendix B; a U-Net after Ronneberger et al. 2015)::
 
     x (B, C, H, W) -> input conv -> DownBlock x L -> MidBlock -> UpBlock x L -> out -> (B, C', H, W)
                           |_________ skip tensors (concatenated on the channel axis) _____^

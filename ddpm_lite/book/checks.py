@@ -158,7 +158,7 @@ def compare(
 
     trials: argument dicts; every function is called positionally with the values, in order.
     mistakes: ``{message: wrong_function}``, each wrong function with keyword arguments named like the trials';
-        the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
+    the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
     time_arg: the name of the time-index argument; adds the two off-by-one mistakes (reference at t + 1 and t - 1).
     rtol, atol: the tolerance of :func:`torch.allclose` (a float32 answer to float64 inputs passes).
     what: the name of the reference, for the success message.
