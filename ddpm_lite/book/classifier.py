@@ -20,9 +20,11 @@ scores above zero, and more so at small n: always state n and show
 *training* digits scored by the same function against the same held-out digits.
 Compare models at the same n.
 
-The classifier is trained deterministically on the training split of the digits
-(1,437 images), cached in memory and on disk under ``$DDPM_LITE_CACHE``
-(default ``~/.cache/ddpm_lite``) as a plain state_dict.
+The classifier is trained deterministically on the CPU on the training split of the digits
+(1,437 images; a few seconds), cached in memory and on disk in the cache folder of
+:func:`~ddpm_lite._io.default_cache_dir` (``$DDPM_LITE_CACHE``; in Colab with Drive mounted, a folder in Drive;
+else ``~/.cache/ddpm_lite``) as a plain state_dict. The Fréchet distance itself is
+:func:`ddpm_lite.metrics.frechet_distance`; any feature space will do.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def classify_digits(images: torch.Tensor, classifier: DigitClassifier | None = N
 def get_digit_classifier() -> DigitClassifier:
     """The shared feature network: trained once on :func:`digits_split`'s train part, then cached.
 
-    Looks in memory, then in ``$DDPM_LITE_CACHE/digit_classifier_v{CLASSIFIER_VERSION}.pt``
+    Looks in memory, then in ``CACHE/digit_classifier_v{CLASSIFIER_VERSION}.pt`` (CACHE: see the module's docstring)
     (a state_dict, read with ``weights_only=True``); otherwise trains it (a few
     seconds) and writes that file atomically. An unusable cache is ignored with a warning.
     """
