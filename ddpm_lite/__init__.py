@@ -27,43 +27,52 @@ from .unet import UNet, UNetConfig, count_parameters, format_trace, timestep_emb
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "train",
-    "load_checkpoint",
-    "default_configs",
-    "default_device",
-    "TrainResult",
-    "TrainConfig",
-    "DiffusionConfig",
-    "GaussianDiffusion",
-    "GaussianMixture",
-    "GaussianMixtureOracle",
+__all__ = [  # in the order of the API reference
+    # schedules
     "NoiseSchedule",
-    "UNet",
-    "UNetConfig",
-    "count_parameters",
-    "cosine_beta_schedule",
-    "discretized_gaussian_log_likelihood",
-    "feature_statistics",
-    "format_trace",
-    "frechet_distance",
     "get_beta_schedule",
     "linear_beta_schedule",
+    "cosine_beta_schedule",
+    # diffusion
+    "DiffusionConfig",
+    "GaussianDiffusion",
+    # losses
+    "normal_kl",
+    "discretized_gaussian_log_likelihood",
+    "mean_flat",
+    # sampling
+    "sample",
+    "SAMPLERS",
+    "sampler_timesteps",
+    "space_timesteps",
+    "respace",
+    "sample_loop_progressive",
+    "sample_trajectory",
+    # unet
+    "UNet",
+    "UNetConfig",
+    "timestep_embedding",
+    "count_parameters",
+    "trace",
+    "format_trace",
+    # data
     "load_dataset",
     "load_dataset_with_labels",
     "make_toy_2d",
-    "mean_flat",
-    "normal_kl",
+    "GaussianMixture",
+    # training
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "default_configs",
+    "default_device",
+    "load_checkpoint",
+    # oracles
+    "GaussianMixtureOracle",
     "quantize",
-    "respace",
-    "sample",
-    "sample_loop_progressive",
-    "sampler_timesteps",
-    "SAMPLERS",
-    "sample_trajectory",
-    "space_timesteps",
-    "timestep_embedding",
-    "trace",
+    # metrics
+    "frechet_distance",
+    "feature_statistics",
 ]
 
 
