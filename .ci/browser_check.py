@@ -281,11 +281,11 @@ def check(html: Path, source: Path, screenshots: Path | None = None, shots=SCREE
           repository_url: str | None = None, version: str | None = None) -> list[str]:
     """Open every chapter of the book built in `html` (sources in `source`) and return one line per problem.
 
-    repository_url and version default to ddpm_lite's (plotting.REPOSITORY_URL, __version__).
+    repository_url and version default to ddpm_lite's (ddpm_lite.book.REPOSITORY_URL, __version__).
     """
     if repository_url is None or version is None:
         import ddpm_lite
-        from ddpm_lite.plotting import REPOSITORY_URL
+        from ddpm_lite.book import REPOSITORY_URL
 
         repository_url = repository_url or REPOSITORY_URL
         version = version or ddpm_lite.__version__

@@ -2,7 +2,7 @@
 
 For each seed every sampler starts from the same x_T (and draws its step noise from the same generator seed), so the
 differences between samplers are not differences in the starting noise. Quality is the Frechet distance of
-:func:`ddpm_lite.metrics.digits_fd` (lower is better) beside :func:`ddpm_lite.metrics.real_vs_real_floor` at the same n;
+:func:`ddpm_lite.book.digits_fd` (lower is better) beside :func:`ddpm_lite.book.real_vs_real_floor` at the same n;
 the spread is the standard deviation over seeds. The reference is the full T-step DDPM chain (Algorithm 2).
 
 Importable (the sampling chapter calls it):
@@ -97,7 +97,7 @@ def quality_vs_nfe(model, diffusion, samplers: dict[str, dict] | None = None, nf
     "seconds"}, ...], "reference": the same for DDPM with reference_steps, "floor": real_vs_real_floor(n)
     (None if n is outside its range), "n", "seeds", "goal": see :func:`goal_summary`}.
     """
-    from ddpm_lite.metrics import digits_fd, real_vs_real_floor
+    from ddpm_lite.book import digits_fd, real_vs_real_floor
 
     samplers = DEFAULT_SAMPLERS if samplers is None else samplers
     log = log or (lambda line: None)
@@ -184,9 +184,9 @@ def main(argv=None) -> None:
         parser.error(f"unknown sampler labels {sorted(unknown)}; use some of {list(DEFAULT_SAMPLERS)}")
     torch.set_num_threads(args.threads)
     if args.checkpoint is None:
-        from ddpm_lite.pretrained import load_pretrained_digits
+        from ddpm_lite.book import load_pretrained_digits
 
-        model, diffusion = load_pretrained_digits()
+        model, diffusion = load_pretrained_digits(device="cpu")  # the CPU-trained model the FDs were measured on
     else:
         from ddpm_lite.training import load_checkpoint
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import ddpm_lite as dl
-from ddpm_lite.metrics import digits_fd, real_vs_real_floor
+from ddpm_lite.book import digits_fd, real_vs_real_floor
 from ddpm_lite.training import TrainConfig, default_configs, make_ema, make_optimizer, train, train_step
 
 N_SAMPLES = 500

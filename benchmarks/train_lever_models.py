@@ -1,6 +1,6 @@
 """Issue 12, item 3: is the model, not the sampler, the lever? Trains two variants of the book's digits model.
 
-Both keep everything of :func:`ddpm_lite.pretrained.pretrained_digits_configs` (network, cosine schedule, 128 images
+Both keep everything of :func:`ddpm_lite.book.pretrained_digits_configs` (network, cosine schedule, 128 images
 per step, seed 0, two threads, the 1,437 training digits) and change one thing:
 
 - ``eps-3x``: three times the optimizer steps (2,100 instead of 700): the 3x budget.
@@ -33,12 +33,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from ddpm_lite import train
-    from ddpm_lite.pretrained import PRETRAINED_THREADS, pretrained_digits_configs
+    from ddpm_lite.book.pretrained import PRETRAINED_THREADS, pretrained_digits_configs
 
     torch.set_num_threads(PRETRAINED_THREADS)
     for name in args.variants:
         variant = VARIANTS[name]
-        model_config, diffusion_config, train_config = pretrained_digits_configs()
+        model_config, diffusion_config, train_config = pretrained_digits_configs("cpu")
         diffusion_config = dataclasses.replace(diffusion_config, model_mean_type=variant["model_mean_type"])
         train_config = dataclasses.replace(train_config, steps=train_config.steps * variant["steps_factor"])
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""File helpers shared by the whole package: the one atomic write and the one cache folder.
+"""File helpers shared by the whole package: the one atomic write and the one cache folder (Drive in Colab).
 
 An atomic write puts the bytes in a temporary file beside the target, ``.NAME.<random>.tmp``, flushes it to disk
 and renames it over the target (``os.replace``): a crash or Ctrl-C leaves the old file or the new one, never half
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
@@ -57,8 +58,26 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab mounts Google Drive (drive.mount("/content/drive"))
+COLAB_CACHE_NAME = "ddpm_lite_cache"  # the cache folder in Drive: COLAB_DRIVE / COLAB_CACHE_NAME
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (its ``google.colab`` module is imported there before any cell runs)."""
+    return "google.colab" in sys.modules
+
+
 def default_cache_dir() -> Path:
-    """Where ddpm_lite caches what it trains once (the digit classifier, the pretrained model):
-    ``$DDPM_LITE_CACHE``, or ``~/.cache/ddpm_lite``."""
+    """Where ddpm_lite caches what it trains once (the book's digits model and digit classifier).
+
+    ``$DDPM_LITE_CACHE`` if set; else, in Colab with Google Drive mounted, ``/content/drive/MyDrive/ddpm_lite_cache``
+    (it outlives the runtime: mount Drive with ``from google.colab import drive; drive.mount("/content/drive")``
+    before a chapter's setup cell, and the model is trained once for all chapters and sessions); else
+    ``~/.cache/ddpm_lite``.
+    """
     env = os.environ.get("DDPM_LITE_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/ddpm_lite").expanduser()
+    if env:
+        return Path(env).expanduser()
+    if in_colab() and COLAB_DRIVE.is_dir():
+        return COLAB_DRIVE / COLAB_CACHE_NAME
+    return Path("~/.cache/ddpm_lite").expanduser()

@@ -1,4 +1,4 @@
-"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate.
+"""The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate::
 
     ddpm-lite train  --dataset digits [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR
                      [--resume] [--bf16] [--lr LR] ...
@@ -314,17 +314,12 @@ def _sampling_steps(args, T: int) -> int:
 
 
 def _device(name: str):
-    import torch
+    from .training import default_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but CUDA is not available; use --device cpu")
-    return device
+        return default_device(name)
+    except ValueError as exc:
+        raise UsageError(_flagify(str(exc))) from None
 
 
 def save_image_grid(images, path, ncol: int | None = None, scale: int | None = None, padding: int = 2) -> None:
@@ -337,7 +332,7 @@ def save_image_grid(images, path, ncol: int | None = None, scale: int | None = N
         from PIL import Image
     except ImportError:
         raise ImportError("writing .png needs Pillow: pip install pillow (or write .npy)") from None
-    from .plotting import image_grid
+    from .book.plotting import image_grid
 
     n, c, h, w = images.shape
     if c not in (1, 3):
@@ -531,7 +526,7 @@ def run_eval(args) -> None:
     steps = _sampling_steps(args, T)
     generator = torch.Generator(device).manual_seed(args.seed)
     if args.metric == "fd":
-        from .metrics import digits_fd, real_vs_real_floor
+        from .book.classifier import digits_fd, real_vs_real_floor
         from .sampling import sample
 
         if dataset != "digits":

@@ -431,10 +431,11 @@ def make_toy_2d(name: str, n: int, *, generator: torch.Generator | None = None) 
     """Sample a 2-D toy distribution -> (n, 2) float32, roughly unit variance, within ~[-2, 2].
 
     Names (:data:`TOY_2D`):
-        ``two_moons``: two interleaved half circles (noise 0.05 before scaling),
-            each point on either moon with probability 1/2.
-        ``swiss_roll``: the spiral (t cos t, t sin t), t in [1.5 pi, 4.5 pi], noise 0.3, divided by 7.
-        ``gaussian_mixture``: ``GaussianMixture.circle().sample(n, generator=generator)``.
+
+    * ``two_moons``: two interleaved half circles (noise 0.05 before scaling),
+      each point on either moon with probability 1/2.
+    * ``swiss_roll``: the spiral (t cos t, t sin t), t in [1.5 pi, 4.5 pi], noise 0.3, divided by 7.
+    * ``gaussian_mixture``: ``GaussianMixture.circle().sample(n, generator=generator)``.
 
     All randomness comes from ``generator`` (or torch's global RNG if None), so the
     same seeded generator gives the same points.

@@ -211,12 +211,16 @@ def dpm_solver_pp_update(
 ) -> torch.Tensor:
     """One DPM-Solver++ step from level s to level t < s, given the x_0 estimate D over the step (Lu et al. 2022).
 
-    ODE (z = None), Lu et al. 2022, Algorithm 2; with D = x0 it is DPM-Solver++(1), i.e. DDIM with eta = 0:
+    ODE (z = None), Lu et al. 2022, Algorithm 2; with D = x0 it is DPM-Solver++(1), i.e. DDIM with eta = 0::
+
         x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) D,   h = lambda_t - lambda_s
+
     SDE (z ~ N(0, I) of x_s's shape), SDE-DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095; diffusers'
     sde-dpmsolver++, k-diffusion's dpmpp_2m_sde); with D = x0 it is the
-    ancestral DDPM step with sigma^2 = beta_tilde:
+    ancestral DDPM step with sigma^2 = beta_tilde::
+
         x_t = sigma_t / sigma_s e^{-h} x_s + alpha_t (1 - e^{-2h}) D + sigma_t sqrt(1 - e^{-2h}) z
+
     coefficients: {"alpha_t", "sigma_t", "sigma_s", "h"} as floats (:func:`_vp_levels`); at the data sigma_t = 0,
     h = inf and x_t = D. x_s, D: (B, ...) -> x_t: (B, ...).
     """

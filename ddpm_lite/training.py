@@ -135,6 +135,21 @@ def check_device_name(name: str) -> None:
         raise ValueError(f"device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def default_device(name: str = "auto") -> torch.device:
+    """The device ``name`` names; "auto" (the default) is cuda when a GPU is present, else cpu.
+
+    The one place where ddpm_lite picks a device: the trainer, the CLI and the book's setup cell call it.
+    Raises a ValueError for a device torch does not know, or for cuda on a machine without one.
+    """
+    check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
+    return device
+
+
 def default_configs(dataset: str = "digits") -> tuple[UNetConfig, DiffusionConfig]:
     """The network and diffusion that ``ddpm-lite train --dataset NAME`` uses.
 
@@ -367,12 +382,8 @@ def _setup_distributed(device_name: str) -> tuple[_Distributed, torch.device]:
         rank=int(os.environ.get("RANK", "0")),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+    device = default_device(device_name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device_name!r} asked for, but CUDA is not available; use device 'cpu'")
         if device.index is None:
             device = torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
         torch.cuda.set_device(device)
@@ -456,7 +467,7 @@ def train(
     train_config: required in practice (it says when to stop), e.g. ``TrainConfig(steps=2000)``.
     out_dir: where to write checkpoint.pt and log.jsonl; None keeps everything in memory.
     resume: continue the run in out_dir exactly where its checkpoint stopped; without it an existing
-        checkpoint is never overwritten (FileExistsError).
+    checkpoint is never overwritten (FileExistsError).
     progress: show a tqdm bar with the running loss.
 
     Sets torch's global RNG from ``train_config.seed`` (the trainer owns the randomness of its process).

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_lite.plotting import INSTALL_REQUIREMENT, REPOSITORY_URL
+from ddpm_lite.book import INSTALL_REQUIREMENT, REPOSITORY_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))

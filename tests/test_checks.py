@@ -1,10 +1,11 @@
-"""ddpm_lite.checks: each check passes the reference and hand-written solutions, and names the typical mistakes."""
+"""ddpm_lite.book.checks: each check passes the reference and hand-written solutions, and names the typical mistakes."""
 import math
 
 import pytest
 import torch
 
-from ddpm_lite import GaussianDiffusion, NoiseSchedule, checks
+from ddpm_lite import GaussianDiffusion, NoiseSchedule
+from ddpm_lite.book import checks
 from ddpm_lite.sampling import p_sample
 
 EXERCISES = sorted(checks.EXERCISES)

@@ -1,4 +1,4 @@
-"""Tests for ddpm_lite.metrics: Fréchet distance and the digit-classifier feature space."""
+"""Tests for ddpm_lite.metrics (the Fréchet distance) and ddpm_lite.book.classifier (the digit-classifier feature space)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lite import metrics
-from ddpm_lite.metrics import (
+from ddpm_lite.book import classifier as metrics
+from ddpm_lite.book.classifier import (
     DigitClassifier,
     classifier_accuracy,
     classify_digits,
     digit_features,
     digits_fd,
     digits_split,
-    feature_statistics,
-    frechet_distance,
     get_digit_classifier,
     real_vs_real_floor,
     train_digit_classifier,
 )
+from ddpm_lite.metrics import feature_statistics, frechet_distance
 
 
 def _random_spd(d: int, seed: int) -> torch.Tensor:
@@ -217,7 +216,7 @@ def test_no_warnings_on_the_happy_path(classifier):
 
 def test_classifier_trains_inside_no_grad():
     """digits_fd -> digit_features (no_grad) -> get_digit_classifier trains on a cold cache: must still learn."""
-    from ddpm_lite import metrics
+    from ddpm_lite.book import classifier as metrics
 
     with torch.no_grad():
         model = metrics.train_digit_classifier(*metrics.digits_split()[:2], steps=5)

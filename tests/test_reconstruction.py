@@ -183,7 +183,7 @@ def test_replacement_is_biased_and_repaint_converges(one_thread):
 # ---------------------------------------------------------------------------------------------- the trained model
 @pytest.fixture(scope="module")
 def digits_model():
-    model, diffusion = dl.load_pretrained_digits()
+    model, diffusion = dl.book.load_pretrained_digits(device="cpu")
     return model, diffusion
 
 

@@ -13,13 +13,12 @@ from ddpm_lite.unet import (
     UNet,
     UNetConfig,
     count_parameters,
-    draw_unet,
     format_trace,
     group_norm,
     timestep_embedding,
     trace,
-    unet_layout,
 )
+from ddpm_lite.book.unet_drawing import draw_unet, unet_layout
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

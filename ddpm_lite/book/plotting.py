@@ -1,6 +1,6 @@
-"""Small helpers the book's chapters share: notebook setup, image grids and animations of them.
+"""Small helpers the book's chapters share: notebook setup, glued numbers, image grids and animations of them.
 
-matplotlib is imported inside the functions that draw, so ``import ddpm_lite`` stays light.
+matplotlib is imported inside the functions that draw, so importing this module stays light.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import random
 
 import torch
 from einops import rearrange
+
+from ..training import default_device
 
 # Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
 # (repository: url) and every chapter's setup cell must agree with it (tests/test_book_setup.py); to point a fork at
@@ -25,8 +27,9 @@ def setup_notebook(seed: int = 0) -> torch.device:
     """
     random.seed(seed)
     torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    device = default_device()
+    if device.type == "cuda":
+        return device
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     return torch.device("cpu")
 
@@ -36,7 +39,7 @@ def glue(name: str, value, fmt: str | None = None):
 
     Where myst-nb is installed (the book's build and CI) its glue stores the value and nothing is printed: the
     prose shows it, formatted where it is glued. Elsewhere (Colab) one formatted line ``name = value`` shows it
-    instead. Returns the value, so a chapter can write ``x = dl.glue("x", compute())``.
+    instead. Returns the value, so a chapter can write ``x = book.glue("x", compute())``.
     """
     try:
         from myst_nb import glue as myst_glue
@@ -58,19 +61,21 @@ def _readable(value) -> str:
     return f"{value:.4g}"
 
 
-def source_line(function, text: str) -> int:
-    """The line number, in its file, of the one line of ``function``'s source that contains ``text``.
+def source_line(obj, text: str) -> int:
+    """The line number, in its file, of the one line of ``obj``'s source that contains ``text``.
 
-    Chapters use it to point at the line of ``ddpm_lite`` that implements a line of an algorithm, without
-    typing a number that the next edit of the package would make wrong. Raises ValueError unless ``text``
-    occurs exactly once.
+    obj: a function, class or module (a module: the whole file). Chapters use it to point at the line of
+    ``ddpm_lite`` that implements a line of an algorithm, without typing a number that the next edit of the package
+    would make wrong. Raises ValueError unless ``text`` occurs exactly once.
     """
     import inspect
 
-    lines, first = inspect.getsourcelines(function)
+    lines, first = inspect.getsourcelines(obj)
+    first = first or 1  # a module's source starts at line 1 (getsourcelines says 0)
     found = [first + i for i, line in enumerate(lines) if text in line]
     if len(found) != 1:
-        raise ValueError(f"{text!r} occurs {len(found)} times in the source of {function.__qualname__}, not once")
+        name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
+        raise ValueError(f"{text!r} occurs {len(found)} times in the source of {name}, not once")
     return found[0]
 
 

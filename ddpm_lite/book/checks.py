@@ -5,7 +5,7 @@ compares the result with the package's own implementation (the reference). When 
 evaluates the reference *with the typical mistakes* (a forgotten square root, alpha_t for alpha_bar_t, the
 time index off by one, a wrong sign, ...); if the reader's result matches one of those, the message names it::
 
-    >>> from ddpm_lite import checks
+    >>> from ddpm_lite.book import checks
     >>> checks.check_q_sample(my_q_sample)
     ✗ forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε; ...
 
@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .diffusion import GaussianDiffusion
-from .losses import mean_flat, normal_kl
-from .sampling import ddim_sample, respace, space_timesteps
-from .schedules import NoiseSchedule, extract
+from ..diffusion import GaussianDiffusion
+from ..losses import mean_flat, normal_kl
+from ..sampling import ddim_sample, respace, space_timesteps
+from ..schedules import NoiseSchedule, extract
 
 __all__ = [
     "CheckResult",
@@ -158,7 +158,7 @@ def compare(
 
     trials: argument dicts; every function is called positionally with the values, in order.
     mistakes: ``{message: wrong_function}``, each wrong function with keyword arguments named like the trials';
-        the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
+    the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
     time_arg: the name of the time-index argument; adds the two off-by-one mistakes (reference at t + 1 and t - 1).
     rtol, atol: the tolerance of :func:`torch.allclose` (a float32 answer to float64 inputs passes).
     what: the name of the reference, for the success message.
@@ -632,7 +632,7 @@ def check_p_sample_step(fn: Callable) -> CheckResult:
 
 # ------------------------------------------------------------------------- sinusoidal time embedding
 def _timestep_embedding_reference(t, dim, max_period=10000.0):
-    from .unet import timestep_embedding  # the network module is imported only by this check
+    from ..unet import timestep_embedding  # the network module is imported only by this check
 
     return timestep_embedding(t, dim, max_period)
 
@@ -740,7 +740,7 @@ def check_training_loss(fn: Callable) -> CheckResult:
 
 # ------------------------------------------------------------------------------- one EMA update of the weights
 def _ema_update_reference(ema_weight, weight, decay):
-    from .training import make_ema  # the trainer is imported only by this check
+    from ..training import make_ema  # the trainer is imported only by this check
 
     holder = torch.nn.ParameterDict({"w": torch.nn.Parameter(ema_weight.clone())})
     average = make_ema(holder, decay)
@@ -881,7 +881,8 @@ def check_respaced_betas(fn: Callable) -> CheckResult:
 # ----------------------------------------------------------------- the U-Net's decoder channel bookkeeping
 def _decoder_columns(base_channels, channel_mult, num_res_blocks):
     """(c_h, c_skip, c_out) of every decoder ResidualBlock, read from a real U-Net, and the pushed skips."""
-    from .unet import UNet, UNetConfig, unet_layout  # the network is imported only by the U-Net checks
+    from ..unet import UNet, UNetConfig  # the network is imported only by the U-Net checks
+    from .unet_drawing import unet_layout
 
     net = UNet(UNetConfig(base_channels=base_channels, channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks,
                           attention_resolutions=(), num_heads=1, image_size=4 * 2 ** (len(channel_mult) - 1)))
@@ -933,7 +934,7 @@ def check_up_in_channels(fn: Callable) -> CheckResult:
 def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection,
                                        leave_out: Callable = lambda name: False):
     """The parameter count of a ResidualBlock less the parameters for which ``leave_out(name)`` is true."""
-    from .unet import ResidualBlock
+    from ..unet import ResidualBlock
 
     block = ResidualBlock(in_ch, out_ch, time_dim, injection=injection)
     return torch.tensor(sum(p.numel() for name, p in block.named_parameters() if not leave_out(name)))

@@ -1,10 +1,12 @@
 """One trained digits model for the book: trained on first use, then loaded from a local cache.
 
 Nothing is downloaded. The first call of :func:`load_pretrained_digits` trains the default digits model
-(:func:`~ddpm_lite.training.default_configs`) for a fixed number of steps with a fixed seed on two CPU threads
-(90-105 s on two cores) and stores the checkpoint under ``$DDPM_LITE_CACHE`` (default ``~/.cache/ddpm_lite``) in
-``pretrained/``, named by a hash of the configs: change a config (or :data:`PRETRAINED_VERSION`) and the next
-call trains a new model. A file lock lets several processes (parallel notebook runs in CI) share one cache:
+(:func:`~ddpm_lite.training.default_configs`) for a fixed number of steps with a fixed seed, on the GPU when there
+is one, else on two CPU threads (90-105 s on two cores), and stores the checkpoint in ``pretrained/`` under
+:func:`~ddpm_lite._io.default_cache_dir` (``$DDPM_LITE_CACHE``; in Colab with Google Drive mounted, a folder in
+Drive that outlives the runtime; else ``~/.cache/ddpm_lite``), named by a hash of the configs: change a config
+(the device type included, so a GPU-trained and a CPU-trained model are cached apart) or
+:data:`PRETRAINED_VERSION` and the next call trains a new model. A file lock lets several processes (parallel notebook runs in CI) share one cache:
 one trains, the others wait and then load. The checkpoint is an ordinary one (:func:`load_checkpoint` reads it)
 and its loss log lies beside it (:func:`pretrained_digits_log`).
 """
@@ -21,8 +23,10 @@ from pathlib import Path
 
 import torch
 
-from ._io import default_cache_dir
-from .training import CHECKPOINT_NAME, LOG_NAME, TrainConfig, default_configs, load_checkpoint, read_log, train
+from .._io import default_cache_dir, in_colab
+from ..training import (
+    CHECKPOINT_NAME, LOG_NAME, TrainConfig, default_configs, default_device, load_checkpoint, read_log, train,
+)
 
 PRETRAINED_VERSION = 4  # 4: the training split of the digits only; bump to retrain every cached model
 PRETRAINED_STEPS = 700  # x 128 images: 90-105 s on two free cores of a recent x86 CPU (~900-1,100 images/s), so
@@ -35,17 +39,26 @@ PRETRAINED_THREADS = 2  # a fixed count: the reduction order of some kernels dep
 # 11.8 and 92%. The previous recipe, 800 x 64 on 1 thread (76 s), 13.4 and 88%.
 
 
-def pretrained_digits_configs():
-    """(model_config, diffusion_config, train_config) of the cached digits model."""
+def pretrained_digits_configs(device: str | torch.device | None = None):
+    """(model_config, diffusion_config, train_config) of the cached digits model trained on ``device``.
+
+    device: where it is trained; None picks cuda when a GPU is present, else cpu
+    (:func:`~ddpm_lite.training.default_device`). Only the device's type enters the config ("cpu" or "cuda"),
+    so every GPU shares one cache entry.
+    """
     model_config, diffusion_config = default_configs("digits")
     train_config = TrainConfig(dataset="digits", steps=PRETRAINED_STEPS, batch_size=PRETRAINED_BATCH_SIZE, seed=0,
-                               device="cpu", log_every=25)
+                               device=_device_type(device), log_every=25)
     return model_config, diffusion_config, train_config
 
 
-def pretrained_digits_path(cache_dir: str | os.PathLike | None = None) -> Path:
+def _device_type(device: str | torch.device | None) -> str:
+    return default_device("auto" if device is None else str(device)).type
+
+
+def pretrained_digits_path(cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Path:
     """Where the cached checkpoint lives: ``CACHE/pretrained/digits-<hash of the configs>.pt``."""
-    model_config, diffusion_config, train_config = pretrained_digits_configs()
+    model_config, diffusion_config, train_config = pretrained_digits_configs(device)
     key = json.dumps({"version": PRETRAINED_VERSION, "model": asdict(model_config),
                       "diffusion": asdict(diffusion_config), "train": asdict(train_config)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -53,30 +66,35 @@ def pretrained_digits_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return root / "pretrained" / f"digits-{digest}.pt"
 
 
-def load_pretrained_digits(cache_dir: str | os.PathLike | None = None, progress: bool = False, device="cpu"):
-    """The cached digits model: (ema_model in eval mode, diffusion). Trains it first if the cache lacks it.
+def load_pretrained_digits(cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                           device: str | torch.device | None = None):
+    """The cached digits model: (ema_model in eval mode on ``device``, diffusion). Trains it first if the cache lacks it.
 
-    Training is deterministic for a given machine (fixed seed and step count, CPU, not a time budget).
+    device: where the model is trained (when not cached) and returned; None: cuda when a GPU is present, else cpu.
+    progress: show a progress bar while training; None (the default) shows one in Colab only, so the built book
+    stays free of it. Training is deterministic for a given machine (fixed seed and step count, not a time budget).
     """
-    path = pretrained_digits_path(cache_dir)
+    device = default_device("auto" if device is None else str(device))
+    path = pretrained_digits_path(cache_dir, device)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(path.with_suffix(".lock")):
             if not path.is_file():  # another process may have trained it while we waited for the lock
-                _train_into(path, progress)
+                _train_into(path, in_colab() if progress is None else progress, device)
     model, diffusion, _ = load_checkpoint(path, device=device)
     return model, diffusion
 
 
-def pretrained_digits_log(cache_dir: str | os.PathLike | None = None) -> list[dict]:
-    """The loss log (log.jsonl records) of the cached model's training; trains it first if needed."""
-    load_pretrained_digits(cache_dir)
-    return read_log(pretrained_digits_path(cache_dir).with_suffix(".log.jsonl"))
+def pretrained_digits_log(cache_dir: str | os.PathLike | None = None,
+                          device: str | torch.device | None = None) -> list[dict]:
+    """The loss log (log.jsonl records) of the cached model's training on ``device``; trains it first if needed."""
+    load_pretrained_digits(cache_dir, device=device)
+    return read_log(pretrained_digits_path(cache_dir, device).with_suffix(".log.jsonl"))
 
 
-def _train_into(path: Path, progress: bool) -> None:
+def _train_into(path: Path, progress: bool, device: torch.device) -> None:
     """Train in a private folder beside ``path``, then move the checkpoint and log into place (atomic renames)."""
-    model_config, diffusion_config, train_config = pretrained_digits_configs()
+    model_config, diffusion_config, train_config = pretrained_digits_configs(device)
     work = Path(tempfile.mkdtemp(dir=path.parent, prefix=".training-"))
     threads = torch.get_num_threads()
     try:
@@ -85,7 +103,7 @@ def _train_into(path: Path, progress: bool) -> None:
         # side by side on two cores (oversubscribed, they ran 10x slower). The caller's random state is the same
         # whether the model was trained or cached.
         torch.set_num_threads(PRETRAINED_THREADS)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             train(model_config, diffusion_config, train_config, out_dir=work, progress=progress)
         os.replace(work / LOG_NAME, path.with_suffix(".log.jsonl"))
         os.replace(work / CHECKPOINT_NAME, path)  # last: its presence means the cache entry is complete

@@ -1,0 +1,51 @@
+"""What only the book needs, apart from the library: ``from ddpm_lite import book``.
+
+* exercise graders: :mod:`ddpm_lite.book.checks` (``book.checks.check_q_sample(my_q_sample)``);
+* the book's digits model, trained once and cached: :func:`load_pretrained_digits`;
+* the digit classifier and the Fréchet distance in its feature space: :func:`digits_fd`,
+  :func:`real_vs_real_floor`, :func:`classify_digits`;
+* the chapters' setup, glued numbers and figures: :func:`setup_notebook`, :func:`glue`, :func:`show_images`,
+  :func:`animate_images`, :func:`source_line`, :func:`draw_unet`.
+
+``import ddpm_lite`` does not import this subpackage; ``ddpm_lite.book`` (or ``from ddpm_lite import book``)
+does, on first use. Nothing here imports matplotlib until it draws.
+"""
+from . import checks
+from .classifier import (
+    DigitClassifier, classifier_accuracy, classify_digits, digit_features, digits_fd, digits_split,
+    get_digit_classifier, real_vs_real_floor, train_digit_classifier,
+)
+from .plotting import (
+    INSTALL_REQUIREMENT, REPOSITORY_URL, animate_images, glue, image_grid, setup_notebook, show_images, source_line,
+)
+from .pretrained import (
+    load_pretrained_digits, pretrained_digits_configs, pretrained_digits_log, pretrained_digits_path,
+)
+from .unet_drawing import draw_unet, unet_layout
+
+__all__ = [
+    "checks",
+    "DigitClassifier",
+    "classifier_accuracy",
+    "classify_digits",
+    "digit_features",
+    "digits_fd",
+    "digits_split",
+    "get_digit_classifier",
+    "real_vs_real_floor",
+    "train_digit_classifier",
+    "INSTALL_REQUIREMENT",
+    "REPOSITORY_URL",
+    "animate_images",
+    "glue",
+    "image_grid",
+    "setup_notebook",
+    "show_images",
+    "source_line",
+    "load_pretrained_digits",
+    "pretrained_digits_configs",
+    "pretrained_digits_log",
+    "pretrained_digits_path",
+    "draw_unet",
+    "unet_layout",
+]
