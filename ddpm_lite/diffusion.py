@@ -21,6 +21,7 @@ from typing import Callable, Literal
 
 import torch
 
+from ._random import randint, randn
 from .losses import discretized_gaussian_log_likelihood, mean_flat, nats_to_bits_per_dim, normal_kl
 from .schedules import NoiseSchedule, _extract, check_timesteps
 
@@ -363,7 +364,7 @@ class GaussianDiffusion:
         vb, x_start_mse, eps_mse = [], [], []
         for index in reversed(range(self.num_timesteps)):
             t = torch.full((batch,), index, dtype=torch.long, device=x_start.device)
-            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
             x_t = self.q_sample(x_start, t, noise=noise, validate=False)
             out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
             terms = self.vb_terms_bpd(model, x_start, x_t, t, out=out)
@@ -383,7 +384,7 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ training losses
     def sample_timesteps(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Algorithm 1, line 3: t ~ Uniform({1, ..., T}), i.e. indices 0 ... T-1: (B,) int64."""
-        return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
+        return randint(0, self.num_timesteps, (batch,), generator, device)
 
     def training_target(self, x_start, x_t, t, noise) -> torch.Tensor:
         """What the network regresses for ``model_mean_type``: eps, x_0, v or mu_tilde: (B, ...)."""
@@ -425,7 +426,7 @@ class GaussianDiffusion:
         else:
             self._check_t(t, x_start)
         if noise is None:
-            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
         x_t = self.q_sample(x_start, t, noise=noise, validate=False)
         terms = {"t": t}
         if self.loss_type == "vlb":

@@ -38,6 +38,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ._random import randn
 from .diffusion import GaussianDiffusion, Model
 from .sampling import SpacedModel, ddim_sample, p_sample, respace, sample
 
@@ -148,7 +149,7 @@ def sdedit(
     start = _check_start(diffusion, t)
     index = torch.full((x_guide.shape[0],), start, dtype=torch.long, device=x_guide.device)
     if noise is None:
-        noise = torch.randn(x_guide.shape, generator=generator, device=x_guide.device, dtype=x_guide.dtype)
+        noise = randn(x_guide.shape, generator, x_guide.device, x_guide.dtype)
     x_t = diffusion.q_sample(x_guide, index, noise=noise)
     return _reverse_from(diffusion, model, x_t, start, _check_steps(steps, start), sampler=sampler, eta=eta,
                          clip_denoised=clip_denoised, generator=generator)
@@ -210,7 +211,7 @@ def noisy_to_x_t(
     sigma_t = float(noise_level(diffusion)[t])
     alpha_bar = float(diffusion.schedule.alphas_cumprod[t])
     if extra_noise is None:
-        extra_noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        extra_noise = randn(y.shape, generator, y.device, y.dtype)
     top_up = math.sqrt(max(sigma_t**2 - float(sigma) ** 2, 0.0))
     return math.sqrt(alpha_bar) * (y + top_up * extra_noise), t
 
@@ -288,7 +289,7 @@ def inpaint(
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- linear inverse problems

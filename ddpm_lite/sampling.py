@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Literal
 
 import torch
 
+from ._random import randn
 from .diffusion import GaussianDiffusion, Model
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]
@@ -148,7 +149,7 @@ def p_sample(
     x_t: (B, ...); t: (B,). Returns {"sample": x_{t-1}, "pred_x_start": x_0 estimate}, each (B, ...).
     """
     out = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
-    z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+    z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
     nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))  # z = 0 at the last step
     sample = out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * z
     return {"sample": sample, "pred_x_start": out["pred_x_start"]}
@@ -252,7 +253,7 @@ def _predict_x_start(
 
 
 def _randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, clip_denoised: bool, generator):
@@ -383,7 +384,7 @@ def sample_loop_progressive(
     else:
         step = _dpm_solver_pp_stepper(diffusion, model, timesteps, stochastic=sampler == "dpmpp_2m_sde", **common)
     if noise is None:
-        noise = torch.randn(shape, generator=generator, device=device)
+        noise = randn(shape, generator, device)
     elif tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise (x_T) has shape {tuple(noise.shape)}, but shape is {tuple(shape)}; pass one like it")
     elif not bool(torch.isfinite(noise).all()):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._random import randint
 from .diffusion import GaussianDiffusion
 from .unet import INJECTIONS, Injection, TimeEmbedding, zero_module
 
@@ -144,7 +145,7 @@ def train_toy(model_config: ToyMLPConfig, diffusion: GaussianDiffusion, data: to
     losses, times = [], []
     model.train()
     for _ in range(train_config.steps):
-        index = torch.randint(0, len(data), (train_config.batch_size,), device=data.device, generator=generator)
+        index = randint(0, len(data), (train_config.batch_size,), generator, data.device)
         terms = train_step(model, diffusion, optimizer, scheduler, ema, data[index], generator=generator,
                            grad_clip=train_config.grad_clip)
         losses.append(terms["loss"].mean())

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ._random import randint
 from ._io import remove_stale_temporaries, save_atomic, write_atomic
 from .data import DATASETS, load_dataset
 from .diffusion import DiffusionConfig, GaussianDiffusion
@@ -584,7 +585,7 @@ def _train(model_config, diffusion_config, train_config, data, dist, device, out
     stop = _should_stop(config, step, elapsed_before, dist, device)
     with _signals_set_a_flag(enabled=out_dir is not None) as signals:
         while not stop:
-            index = torch.randint(0, len(data), (config.batch_size,), device=device, generator=generator)
+            index = randint(0, len(data), (config.batch_size,), generator, device)
             terms = train_step(train_model, diffusion, optimizer, scheduler, ema, data[index], generator=generator,
                                grad_clip=config.grad_clip, bf16=config.bf16, validate=False)
             step += 1

@@ -104,3 +104,30 @@ def test_unknown_sampler_names_the_options():
     d = GaussianDiffusion(NoiseSchedule.from_name("linear", 10))
     with pytest.raises(ValueError, match="ddpm.*ddim"):
         sample(d, RecordingModel(), (1, 2), sampler="euler")
+
+
+def test_every_draw_from_an_injected_generator_goes_through_one_helper():
+    """A CPU generator cannot fill a CUDA tensor, so ddpm_lite draws on the generator's device and moves the result
+    (ddpm_lite._random). No other module passes a generator and a device to one of torch's samplers at once."""
+    import ast
+    from pathlib import Path
+
+    import ddpm_lite
+
+    package = Path(ddpm_lite.__file__).parent
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("rand")
+                    and {"generator", "device"} <= {k.arg for k in node.keywords} and path.name != "_random.py"):
+                found.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert found == []
+
+
+def test_the_random_helper_draws_what_torch_draws_from_the_same_seed():
+    from ddpm_lite._random import randint, randn
+
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(randn((3, 4), g1, "cpu", torch.float64), torch.randn((3, 4), generator=g2, dtype=torch.float64))
+    assert torch.equal(randint(0, 10, (7,), g1, "cpu"), torch.randint(0, 10, (7,), generator=g2))
+    assert randn((2,), None, "cpu").shape == (2,) and randn((2,), g1).device == g1.device
