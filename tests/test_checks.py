@@ -37,13 +37,25 @@ def test_every_typical_mistake_is_named(name):
 
 
 @pytest.mark.parametrize("name", EXERCISES)
-def test_a_function_that_raises_fails_with_its_error(name):
+def test_the_untouched_stub_is_not_attempted_rather_than_wrong(name):
     def stub(*args):
-        raise NotImplementedError("your code here")
+        raise NotImplementedError("replace this line with your code")
 
     result = checks.EXERCISES[name].check(stub)
-    assert not result.passed
-    assert result.message == "your function raised NotImplementedError: your code here"
+    assert not result.passed and not result.attempted
+    assert result.message == checks.NOT_ATTEMPTED
+    assert str(result).startswith("… not attempted yet") and "✗" not in str(result)
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_function_that_raises_fails_with_its_error(name):
+    def broken(*args):
+        raise KeyError("alpha")
+
+    result = checks.EXERCISES[name].check(broken)
+    assert not result.passed and result.attempted
+    assert result.message == "your function raised KeyError: 'alpha'"
+    assert str(result).startswith("✗ ")
 
 
 def test_wrong_shape_nan_tuple_and_not_a_function():

@@ -60,21 +60,27 @@ __all__ = [
 class CheckResult:
     """The verdict on one function: ``passed`` and a one-sentence ``message``.
 
-    Prints as "✓ correct: ..." or "✗ <what is wrong>"; ``bool(result)`` is ``passed``. In a notebook write
+    Prints as "✓ correct: ...", "✗ <what is wrong>", or "… not attempted yet: ..." while the function is still the
+    exercise's stub (``attempted`` is False); ``bool(result)`` is ``passed``. In a notebook write
     ``assert result.passed, result.message``.
     """
 
     passed: bool
     message: str
+    attempted: bool = True  # False while the function is still the exercise's stub (it raises NotImplementedError)
 
     def __bool__(self) -> bool:
         return self.passed
 
     def __repr__(self) -> str:
-        return f"{'✓' if self.passed else '✗'} {self.message}"
+        mark = "✓" if self.passed else ("✗" if self.attempted else "…")
+        return f"{mark} {self.message}"
 
     __str__ = __repr__
 
+
+NOT_ATTEMPTED = ("not attempted yet: replace the line `raise NotImplementedError(...)` with your code and run this "
+                 "cell again (one answer is in the solution cell below)")
 
 # ---------------------------------------------------------------------------------------------- the generic grader
 def _clone(args: Mapping[str, Any]) -> list:
@@ -171,6 +177,8 @@ def compare(
         expected = reference(*_clone(args))
         try:
             got = candidate(*_clone(args))
+        except NotImplementedError:  # the exercise's stub, not yet replaced: not a wrong answer
+            return CheckResult(False, NOT_ATTEMPTED, attempted=False)
         except Exception as error:  # the reader's code may raise anything; report it in one sentence
             return CheckResult(False, _raised(error, time_arg))
         if isinstance(got, (tuple, list)):
