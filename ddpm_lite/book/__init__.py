@@ -4,8 +4,9 @@
 * the book's digits model, trained once and cached: :func:`load_pretrained_digits`;
 * the digit classifier and the Fréchet distance in its feature space: :func:`digits_fd`,
   :func:`real_vs_real_floor`, :func:`classify_digits`;
-* the chapters' setup, glued numbers and figures: :func:`setup_notebook`, :func:`glue`, :func:`show_images`,
-  :func:`animate_images`, :func:`source_line`, :func:`draw_unet`.
+* the chapters' setup, glued numbers, figures and listings: :func:`setup_notebook`, :func:`glue`, :func:`show`
+  (``plt.show()`` once the figure is checked legible on the page), :func:`show_images`, :func:`animate_images`,
+  :func:`show_source`, :func:`source_line`, :func:`draw_unet`.
 
 ``import ddpm_lite`` does not import this subpackage; ``ddpm_lite.book`` (or ``from ddpm_lite import book``)
 does, on first use. Nothing here imports matplotlib until it draws.
@@ -16,7 +17,8 @@ from .classifier import (
     get_digit_classifier, real_vs_real_floor, train_digit_classifier,
 )
 from .plotting import (
-    INSTALL_REQUIREMENT, REPOSITORY_URL, animate_images, glue, image_grid, setup_notebook, show_images, source_line,
+    BOOK_URL, INSTALL_REQUIREMENT, REPOSITORY_URL, animate_images, colab_note, glue, image_grid, setup_notebook, show,
+    show_images, show_source, smallest_text_pt, source_line,
 )
 from .pretrained import (
     load_pretrained_digits, pretrained_digits_configs, pretrained_digits_log, pretrained_digits_path,
@@ -34,13 +36,18 @@ __all__ = [
     "get_digit_classifier",
     "real_vs_real_floor",
     "train_digit_classifier",
+    "BOOK_URL",
     "INSTALL_REQUIREMENT",
     "REPOSITORY_URL",
     "animate_images",
+    "colab_note",
     "glue",
     "image_grid",
     "setup_notebook",
+    "show",
     "show_images",
+    "show_source",
+    "smallest_text_pt",
     "source_line",
     "load_pretrained_digits",
     "pretrained_digits_configs",

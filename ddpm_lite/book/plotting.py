@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 
 import torch
 from einops import rearrange
 
+from .._io import COLAB_DRIVE, default_cache_dir, in_colab
 from ..training import default_device
 
 # Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
@@ -20,18 +22,50 @@ REPOSITORY_URL = "https://github.com/ddpm-lite/ddpm_lite"
 INSTALL_REQUIREMENT = f"ddpm_lite[plot] @ git+{REPOSITORY_URL}@main"  # what the setup cell passes to pip
 
 
-def setup_notebook(seed: int = 0) -> torch.device:
-    """Seed every random number generator once, at the top of a chapter, and pick the device.
+_OWNER, _REPO = REPOSITORY_URL.rstrip("/").split("/")[-2:]
+BOOK_URL = f"https://{_OWNER}.github.io/{_REPO}"  # where .github/workflows/book.yml publishes the built book
 
-    Returns cuda when a GPU is present (Colab), else cpu. On CPU, torch uses every core it may.
+
+def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
+    """Seed every random number generator once, at the top of a chapter, and pick the device the chapter passes on.
+
+    Returns cuda when a GPU is present (Colab), else cpu; on CPU, torch uses every core it may. In Colab it also
+    prints what a reader there needs (:func:`colab_note`): the device, where the book's model is cached, and how
+    the book's cross-references look in a notebook. chapter: the notebook's name, for the link to its page.
     """
     random.seed(seed)
     torch.manual_seed(seed)
     device = default_device()
+    if device.type != "cuda":
+        device = torch.device("cpu")
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    if in_colab():
+        print(colab_note(device, chapter))
+    return device
+
+
+def colab_note(device: torch.device, chapter: str | None = None) -> str:
+    """What the setup cell tells a Colab reader: device, cache, Drive, and the book's syntax they will see raw."""
+    from .. import __version__
     if device.type == "cuda":
-        return device
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    return torch.device("cpu")
+        hardware = f"a GPU ({torch.cuda.get_device_name(device)}): every model, sampler and training run uses it."
+    else:
+        hardware = ("no GPU: this chapter runs on the CPU, more slowly. For a GPU: Runtime > Change runtime type > "
+                    "T4 GPU, then run the notebook again.")
+    cache = default_cache_dir()
+    if COLAB_DRIVE in cache.parents:
+        keep = "Google Drive is mounted, so the next runtime finds the model there."
+    else:
+        keep = ("Each new runtime trains it again. To keep it, mount Google Drive before this cell "
+                "(from google.colab import drive; drive.mount('/content/drive')) and run this cell again.")
+    page = f"{BOOK_URL}/book/{chapter}.html" if chapter else f"{BOOK_URL}/"
+    return "\n".join([
+        f"ddpm_lite {__version__} on {device.type}: {hardware}",
+        f"The book's digits model is trained on first use (a progress bar shows it) and cached in {cache}. {keep}",
+        "This notebook is a chapter of the book: {eq}`name` marks a numbered equation, {cite}`key` a reference and "
+        "{glue:text}`name` a number the chapter prints as 'name = value' below the cell that computes it.",
+        f"The same page, with equations numbered and references resolved: {page}",
+    ])
 
 
 def glue(name: str, value, fmt: str | None = None):
@@ -122,7 +156,7 @@ def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: s
                              f"{len(colors)} colours")
         for i, (text, color) in enumerate(zip(captions, colors)):
             row, column = divmod(i, nrow)  # pixel centres are integers, so a tile spans [-0.5, w - 0.5]
-            ax.text(column * (w + 1) + w - 0.5, row * (h + 1) + h - 0.5, text, ha="right", va="bottom", fontsize=7,
+            ax.text(column * (w + 1) + w - 0.5, row * (h + 1) + h - 0.5, text, ha="right", va="bottom", fontsize=9,
                     color=color, fontweight="bold")
     return ax
 
@@ -157,8 +191,8 @@ def animate_images(
         shown.append(ax.imshow(first, cmap="gray", vmin=0, vmax=1, interpolation="nearest"))
         ax.set_axis_off()
         if titles:
-            ax.set_title(titles[k], fontsize=9)
-    label = fig.suptitle(frame_labels[0] if frame_labels else "", fontsize=10)
+            ax.set_title(titles[k], fontsize=12)  # 9 pt on the page at this dpi (72)
+    label = fig.suptitle(frame_labels[0] if frame_labels else "", fontsize=13)
     fig.tight_layout()
 
     def draw(i):
@@ -170,5 +204,76 @@ def animate_images(
 
     animation = FuncAnimation(fig, draw, frames=num_frames, interval=interval, blit=False)
     html = animation.to_jshtml(default_mode="once")
+    # matplotlib links Font Awesome from a CDN for the player's icons; the book's theme serves Font Awesome itself,
+    # and the page must load nothing from the network (.ci/browser_check.py)
+    html = re.sub(r'<link rel="stylesheet"[^>]*font-awesome[^>]*>', "", html)
     plt.close(fig)  # the animation replaces the static figure
     return HTML(html)
+
+
+# The book's text column at a 1280-px-wide window (sphinx-book-theme's article is 740 px, less its padding): an
+# image wider than this is shrunk to fit it, and its text with it.
+PAGE_WIDTH_PX = 700
+MIN_TEXT_PT = 9.0  # the smallest text a figure may show on the book's page
+
+
+def smallest_text_pt(fig) -> float:
+    """The size, in points as a reader sees it on the book's page, of the smallest text in a matplotlib figure.
+
+    The book shows a figure as a PNG cropped to its drawn content (``bbox_inches="tight"``, 0.1 in of padding), one
+    image pixel to a CSS pixel (0.75 pt), shrunk to PAGE_WIDTH_PX when wider. Text of s points is drawn
+    s · dpi / 72 pixels high, so it shows at s · dpi / 72 · 0.75 · min(1, PAGE_WIDTH_PX / width) points. Draws
+    the figure first, so that ticks and legends exist; a figure with no text returns inf.
+    """
+    fig.canvas.draw()
+    width_px = (fig.get_tightbbox().width + 0.2) * fig.dpi
+    shrink = min(1.0, PAGE_WIDTH_PX / width_px)
+    texts = fig.findobj(lambda artist: hasattr(artist, "get_fontsize") and hasattr(artist, "get_text"))
+    sizes = [text.get_fontsize() for text in texts if text.get_visible() and text.get_text().strip()]
+    return min(sizes, default=math.inf) * fig.dpi / 72 * 0.75 * shrink
+
+
+def show(fig=None) -> None:
+    """Show the open figures (or ``fig``) as ``plt.show()`` does, once each is checked legible on the book's page.
+
+    Raises ValueError, naming the figure and the fix, when a figure's smallest text would show below MIN_TEXT_PT
+    (see :func:`smallest_text_pt`). The chapters call it instead of ``plt.show()``.
+    """
+    import matplotlib.pyplot as plt
+
+    figures = [fig] if fig is not None else [plt.figure(number) for number in plt.get_fignums()]
+    for figure in figures:
+        size = smallest_text_pt(figure)
+        if size < MIN_TEXT_PT:
+            name = (figure._suptitle.get_text() if figure._suptitle else "") or next((ax.get_title() for ax in figure.axes if ax.get_title()), "untitled")
+            plt.close(figure)
+            raise ValueError(f"figure {name!r}: its smallest text shows at {size:.1f} pt on the book's page, below "
+                             f"{MIN_TEXT_PT:g}; make it narrower than {figure.get_figwidth():.1f} in or its text larger")
+    plt.show()
+
+
+def show_source(obj, fold_after: int = 30) -> None:
+    """Display the source of a function, class or method of ddpm_lite, highlighted, under a line naming its lines.
+
+    A listing of at most ``fold_after`` lines shows open; a longer one is folded behind that line (click to open),
+    so that a chapter shows the code it discusses without a page of scrolling. The book and Colab show the HTML; a
+    plain console prints the source.
+    """
+    import html
+    import inspect
+    import textwrap
+    from pathlib import Path
+
+    from IPython.display import display
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    lines, first = inspect.getsourcelines(obj)
+    code = textwrap.dedent("".join(lines))
+    where = f"{Path(inspect.getsourcefile(obj)).name}, lines {first}–{first + len(lines) - 1}"
+    body = highlight(code, PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
+    opened = " open" if len(lines) <= fold_after else ""
+    summary = f"<code>{html.escape(obj.__qualname__)}</code> in {where}"
+    display({"text/html": f'<details class="ddpm-source"{opened}><summary>{summary}</summary>{body}</details>',
+             "text/plain": code}, raw=True)
