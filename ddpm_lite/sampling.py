@@ -367,6 +367,7 @@ def sample_loop_progressive(
     shape: (B, ...) of the samples; steps: at most this many network evaluations (NFE), 1 <= steps <= T, or None
     for all T time steps (:func:`sampler_timesteps` says where each sampler spends them); eta: DDIM's noise, 0 to 1
     (ddim only); s_churn: S_churn of the churn sampler; spacing: where the steps go (:func:`sampler_timesteps`).
+    device: where x_T and every step live, the model's device (default: that of ``noise``, else torch's default).
     Yields {"t": original time index just denoised (int), "sample": x at the next level (x_0 after t = 0),
     "pred_x_start": the x_0 estimate of that step}.
     """
@@ -389,7 +390,7 @@ def sample_loop_progressive(
         raise ValueError(f"noise (x_T) has shape {tuple(noise.shape)}, but shape is {tuple(shape)}; pass one like it")
     elif not bool(torch.isfinite(noise).all()):
         raise ValueError("noise (x_T) has NaN or inf values; pass finite noise, or none to draw x_T ~ N(0, I)")
-    x = noise
+    x = noise if device is None else noise.to(device)  # a model on a GPU: x_T (drawn anywhere) moves there
     indices = reversed(range(len(timesteps)))
     if progress:
         from tqdm.auto import tqdm

@@ -113,3 +113,25 @@ def test_a_progress_bar_in_colab_or_when_asked_and_never_in_the_built_book(
     model, _ = pretrained.load_pretrained_digits(tmp_path, progress=progress, device="cpu")
     assert recorded_training == [("cpu", expected)]
     assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_the_colab_note_names_the_device_the_cache_drive_and_the_chapters_page(colab, capsys):
+    from ddpm_lite import book
+
+    device = book.setup_notebook(seed=0, chapter="sampling")
+    note = capsys.readouterr().out
+    assert f"ddpm_lite {ddpm_lite.__version__} on {device.type}" in note
+    assert "Change runtime type" in note  # no GPU here: the note says how to get one
+    assert str(colab.parent / "home" / ".cache" / "ddpm_lite") in note and "drive.mount" in note
+    assert "{eq}`name`" in note and "{cite}`key`" in note and "{glue:text}`name`" in note
+    assert f"{book.BOOK_URL}/book/sampling.html" in note
+    colab.mkdir()  # Drive mounted: the model is kept there
+    assert "Google Drive is mounted" in book.colab_note(device, "sampling")
+
+
+def test_outside_colab_the_setup_prints_nothing(monkeypatch, capsys):
+    from ddpm_lite import book
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert book.setup_notebook(seed=0, chapter="sampling").type in ("cpu", "cuda")
+    assert capsys.readouterr().out == ""

@@ -74,3 +74,46 @@ def test_glue_in_colab_prints_one_formatted_line(capsys, monkeypatch):
     assert book.glue("tiny", 0.000123456) == 0.000123456
     assert book.glue("ratio", 0.5, "{:.0%}") == 0.5
     assert capsys.readouterr().out.splitlines() == ["share = 91.67", "steps = 20,000", "tiny = 0.0001235", "ratio = 50%"]
+
+
+def test_smallest_text_is_measured_as_the_page_shows_it():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)  # narrower than the page: shown at its own size
+    ax.set_title("title", fontsize=12)
+    ax.text(0.5, 0.5, "small", fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
+    assert book.smallest_text_pt(fig) == pytest.approx(8 * 100 / 72 * 0.75)  # 8 pt at 100 dpi: 8.33 pt on the page
+    fig.set_size_inches(14, 3)  # twice the page: shrunk to it, and the text with it
+    shrink = book.plotting.PAGE_WIDTH_PX / ((fig.get_tightbbox().width + 0.2) * fig.dpi)
+    assert book.smallest_text_pt(fig) == pytest.approx(8 * 100 / 72 * 0.75 * shrink)
+    plt.close("all")
+
+
+def test_show_refuses_a_figure_whose_text_the_page_would_shrink_below_9_pt():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(14, 4))
+    ax.plot([0, 1], label="a line")
+    ax.legend(fontsize=7)
+    fig.suptitle("too wide")
+    with pytest.raises(ValueError, match=r"figure 'too wide': its smallest text shows at \d\.\d pt .* below 9"):
+        book.show()
+    assert plt.get_fignums() == []  # the refused figure is closed, not left for the next cell
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], label="a line")
+    ax.legend()
+    book.show()  # 10 pt at 6 in: legible
+
+
+def test_show_source_folds_a_long_listing_and_keeps_a_short_one_open(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    book.show_source(dl.timestep_embedding)
+    book.show_source(dl.GaussianDiffusion.training_losses, fold_after=5)
+    short, long = shown
+    assert '<details class="ddpm-source" open>' in short["text/html"] and "timestep_embedding" in short["text/html"]
+    assert '<details class="ddpm-source">' in long["text/html"]  # folded
+    assert long["text/plain"].startswith("def training_losses(")  # dedented source for a plain console
+    lines, first = inspect.getsourcelines(dl.timestep_embedding)
+    assert f"lines {first}–{first + len(lines) - 1}" in short["text/html"]

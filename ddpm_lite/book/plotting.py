@@ -12,7 +12,7 @@ import re
 import torch
 from einops import rearrange
 
-from .._io import COLAB_DRIVE, default_cache_dir, in_colab
+from .. import _io
 from ..training import default_device
 
 # Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
@@ -39,7 +39,7 @@ def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
     if device.type != "cuda":
         device = torch.device("cpu")
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    if in_colab():
+    if _io.in_colab():
         print(colab_note(device, chapter))
     return device
 
@@ -52,8 +52,8 @@ def colab_note(device: torch.device, chapter: str | None = None) -> str:
     else:
         hardware = ("no GPU: this chapter runs on the CPU, more slowly. For a GPU: Runtime > Change runtime type > "
                     "T4 GPU, then run the notebook again.")
-    cache = default_cache_dir()
-    if COLAB_DRIVE in cache.parents:
+    cache = _io.default_cache_dir()
+    if _io.COLAB_DRIVE in cache.parents:
         keep = "Google Drive is mounted, so the next runtime finds the model there."
     else:
         keep = ("Each new runtime trains it again. To keep it, mount Google Drive before this cell "
