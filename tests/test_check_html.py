@@ -29,3 +29,14 @@ def test_each_problem_is_named(tmp_path):
     assert "missing.html: MathJax script ../_static/mathjax/tex-chtml.js is missing" in found
     assert "role.html: untranslated MyST role {eq}" in found and "role.html: untranslated MyST role {cite}" in found
     assert check_html.problems(tmp_path / "nothing")[0].endswith("no HTML pages; build the book first")
+
+
+def test_an_api_link_that_resolves_to_nothing_is_reported(tmp_path):
+    page = tmp_path / "chapter.html"
+    resolved = ('<a class="reference internal" href="api.html#ddpm_lite.sample" title="ddpm_lite.sample">'
+                '<code class="xref py py-func docutils literal notranslate"><span class="pre">sample()</span></code></a>')
+    unresolved = '<p>see <code class="xref py py-func docutils literal notranslate"><span class="pre">smaple()</span></code></p>'
+    page.write_text(f"<html><body>{resolved}</body></html>")
+    assert check_html.problems(tmp_path) == []
+    page.write_text(f"<html><body>{resolved}{unresolved}</body></html>")
+    assert check_html.problems(tmp_path) == [f"{page}: the API link smaple() resolves to nothing; name an object of the API reference"]

@@ -69,7 +69,7 @@ def colab_note(device: torch.device, chapter: str | None = None) -> str:
 
 
 def glue(name: str, value, fmt: str | None = None):
-    """Make a computed number available to the chapter's prose as {glue:text}`name`.
+    """Make a computed number available to the chapter's prose (MyST's ``glue:text`` role, by its name).
 
     Where myst-nb is installed (the book's build and CI) its glue stores the value and nothing is printed: the
     prose shows it, formatted where it is glued. Elsewhere (Colab) one formatted line ``name = value`` shows it
