@@ -217,33 +217,36 @@ PAGE_WIDTH_PX = 700
 MIN_TEXT_PT = 9.0  # the smallest text a figure may show on the book's page
 
 
-def smallest_text_pt(fig) -> float:
+def smallest_text_pt(fig, page_width_px: float | None = PAGE_WIDTH_PX) -> float:
     """The size, in points as a reader sees it on the book's page, of the smallest text in a matplotlib figure.
 
     The book shows a figure as a PNG cropped to its drawn content (``bbox_inches="tight"``, 0.1 in of padding), one
     image pixel to a CSS pixel (0.75 pt), shrunk to PAGE_WIDTH_PX when wider. Text of s points is drawn
-    s · dpi / 72 pixels high, so it shows at s · dpi / 72 · 0.75 · min(1, PAGE_WIDTH_PX / width) points. Draws
-    the figure first, so that ticks and legends exist; a figure with no text returns inf.
+    s · dpi / 72 pixels high, so it shows at s · dpi / 72 · 0.75 · min(1, PAGE_WIDTH_PX / width) points;
+    page_width_px=None: a figure shown at its own size in a box that scrolls sideways (no shrinking). Draws the
+    figure first, so that ticks and legends exist; a figure with no text returns inf.
     """
     fig.canvas.draw()
     width_px = (fig.get_tightbbox().width + 0.2) * fig.dpi
-    shrink = min(1.0, PAGE_WIDTH_PX / width_px)
+    shrink = 1.0 if page_width_px is None else min(1.0, page_width_px / width_px)
     texts = fig.findobj(lambda artist: hasattr(artist, "get_fontsize") and hasattr(artist, "get_text"))
     sizes = [text.get_fontsize() for text in texts if text.get_visible() and text.get_text().strip()]
     return min(sizes, default=math.inf) * fig.dpi / 72 * 0.75 * shrink
 
 
-def show(fig=None) -> None:
+def show(fig=None, scroll: bool = False) -> None:
     """Show the open figures (or ``fig``) as ``plt.show()`` does, once each is checked legible on the book's page.
 
     Raises ValueError, naming the figure and the fix, when a figure's smallest text would show below MIN_TEXT_PT
-    (see :func:`smallest_text_pt`). The chapters call it instead of ``plt.show()``.
+    (see :func:`smallest_text_pt`). The chapters call it instead of ``plt.show()``. scroll=True: a diagram too wide
+    for the page, shown at its own size in a box that scrolls sideways; its cell carries the tag
+    ``scroll-figure`` (book/_static/custom.css).
     """
     import matplotlib.pyplot as plt
 
     figures = [fig] if fig is not None else [plt.figure(number) for number in plt.get_fignums()]
     for figure in figures:
-        size = smallest_text_pt(figure)
+        size = smallest_text_pt(figure, None if scroll else PAGE_WIDTH_PX)
         if size < MIN_TEXT_PT:
             name = (figure._suptitle.get_text() if figure._suptitle else "") or next((ax.get_title() for ax in figure.axes if ax.get_title()), "untitled")
             plt.close(figure)

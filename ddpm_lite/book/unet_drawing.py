@@ -79,8 +79,8 @@ def draw_unet(model: UNet, ax=None):
             channels = f"{node['in_ch']}→{node['out_ch']}"
         ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
                                     facecolor=colours[node["kind"]], edgecolor="k", lw=0.8))
-        ax.text(x, y + 0.08, f"{title}\n{channels}", ha="center", va="center", fontsize=7)
-        ax.text(x, y - height / 2 - 0.12, f"{node['size']}×{node['size']}", ha="center", va="top", fontsize=6,
+        ax.text(x, y + 0.08, f"{title}\n{channels}", ha="center", va="center", fontsize=9)
+        ax.text(x, y - height / 2 - 0.12, f"{node['size']}×{node['size']}", ha="center", va="top", fontsize=9,
                 color="0.35")
     for (x0, y0), (x1, y1) in zip(centres[:-1], centres[1:]):  # the main path
         ax.add_patch(FancyArrowPatch((x0 + width / 2, y0), (x1 - width / 2, y1), arrowstyle="-|>",
@@ -92,10 +92,10 @@ def draw_unet(model: UNet, ax=None):
                                      connectionstyle=f"arc3,rad=-{0.12 + 0.5 / (x1 - x0):.3f}"))
     levels = 1 + max(n["level"] for n in nodes)
     ax.text(-0.5, -row_gap * levels + 0.35, "dashed arcs: skip connections, concatenated on the channel axis "
-            "(an up-path box shows h + skip → out channels)", fontsize=7, ha="left", va="center", color="tab:purple")
+            "(an up-path box shows h + skip → out channels)", fontsize=9, ha="left", va="center", color="tab:purple")
     ax.text(-0.5, -row_gap * levels + 0.0, f"t → sinusoid({model.config.base_channels}) → MLP → "
             f"{model.config.time_dim} channels, into every Res block (injection: {model.config.injection})",
-            fontsize=7, ha="left", va="center")
+            fontsize=9, ha="left", va="center")
     ax.set_xlim(-0.7, len(nodes) - 0.3)
     ax.set_ylim(-row_gap * levels, 0.6 + 0.06 * len(nodes) + height)
     ax.set_axis_off()
