@@ -35,9 +35,8 @@ def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
     """
     random.seed(seed)
     torch.manual_seed(seed)
-    device = default_device()
-    if device.type != "cuda":
-        device = torch.device("cpu")
+    device = default_device()  # cuda or cpu
+    if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     if _io.in_colab():
         print(colab_note(device, chapter))
@@ -47,6 +46,7 @@ def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
 def colab_note(device: torch.device, chapter: str | None = None) -> str:
     """What the setup cell tells a Colab reader: device, cache, Drive, and the book's syntax they will see raw."""
     from .. import __version__
+
     if device.type == "cuda":
         hardware = f"a GPU ({torch.cuda.get_device_name(device)}): every model, sampler and training run uses it."
     else:
