@@ -130,3 +130,38 @@ def test_diffusers_name_exists(symbol, name):
 def test_a_misspelt_name_is_caught(misspelt):
     with pytest.raises((AttributeError, ValueError)):
         resolve(ddpm_lite, misspelt)
+
+
+# ------------------------------------------------------------------------------------------------ the glossary
+GLOSSARY_TERM = re.compile(r"^(?P<zh>[^()]+?) \((?P<en>[^()]+)\)$")
+LECTURE_TERMS = ["前向过程", "反向过程", "变分下界", "损失函数简化", "重参数化", "马尔可夫链", "时间步条件的注入方式",
+                 "DownBlock = ResidualBlock + AttentionBlock", "去噪得分匹配", "得分", "Langevin 动力学", "图像重建"]
+
+
+def glossary() -> dict[str, list[str]]:
+    """{Chinese term: [English term, alternatives]} from the definition list under "Glossary of the lecture's terms".
+
+    A term line is ``中文 (english[, english alternative])``; its definition lines start with ':' or are indented.
+    """
+    text = NOTATION.read_text(encoding="utf-8").split("## Glossary of the lecture's terms", 1)[1]
+    lines = text.split("\n## ", 1)[0].splitlines() + [""]
+    terms = {}
+    for line, following in zip(lines, lines[1:]):
+        if not following.startswith(":") or not line.strip():
+            continue  # only the line right before a definition (": ...") is a term
+        match = GLOSSARY_TERM.match(line)
+        assert match, f"glossary term {line!r} is not written as '中文 (english[, english alternative])'"
+        assert match["zh"] not in terms, f"glossary term {match['zh']!r} is defined twice"
+        terms[match["zh"]] = [part.strip() for part in match["en"].split(",")]
+    return terms
+
+
+def test_the_glossary_has_the_lectures_terms_in_the_parsed_shape():
+    terms = glossary()
+    for term in LECTURE_TERMS:
+        assert term in terms, f"the glossary has no entry {term!r}"
+    assert "ELBO" in terms["变分下界"] and terms["Langevin 动力学"] == ["Langevin dynamics"]
+    assert terms["图像重建"] == ["image reconstruction"]
+    generic = {"the bound", "bound", "score", "time", "model", "noise", "step"}
+    for zh, english in terms.items():  # an English term this generic would force its Chinese term everywhere
+        assert not generic & set(english), f"{zh}: {english} holds a generic English term"
