@@ -1,9 +1,11 @@
 # The two commands of the README:
-#   make book   build (execute) the book into _build/html
-#   make test   every test: unit tests, nbmake on every chapter, then a book build that fails on any warning,
+#   make book   build (execute) the book into _build/html, and its Chinese edition into _build/html/zh
+#   make test   every test: unit tests, the zh catalogs and notebooks (.ci/i18n.py: nothing untranslated, fuzzy or
+#               out of date), nbmake on every chapter, then both editions built so that they fail on any warning,
 #               on MathJax from a CDN or on an untranslated MyST role (.ci/check_html.py), then every chapter
 #               opened offline in headless Chromium (.ci/browser_check.py; screenshots in .ci/test-tree/_build), then
-#               two chapters run as in a fresh Colab runtime (.ci/colab_sim.py)
+#               three chapters (one of them Chinese) run as in a fresh Colab runtime (.ci/colab_sim.py)
+# For translators: make catalogs (after an English edit), make zh-notebooks (after a catalog edit).
 # Both create .venv on first use. On these machines torch comes from a local copy; elsewhere set TORCH,
 # e.g. make test TORCH="torch torchvision".
 PYTHON ?= python3
@@ -16,7 +18,8 @@ STAMP := $(VENV)/.installed
 TESTTREE := .ci/test-tree
 export DDPM_LITE_CACHE ?= $(CURDIR)/_build/cache
 
-.PHONY: book test unit notebooks book-strict browser chromium colab clean
+ZH := zh_CN
+.PHONY: book test unit i18n catalogs zh-notebooks notebooks book-strict browser chromium colab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +30,22 @@ $(STAMP): pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --keep-going
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(BIN)/python .ci/i18n.py html --lang $(ZH) . _build/html/zh
+	@echo "The book is at $(CURDIR)/_build/html/index.html (中文: $(CURDIR)/_build/html/zh/index.html)"
 
-test: chromium unit notebooks book-strict browser colab
+test: chromium unit i18n notebooks book-strict browser colab
+
+# The Chinese edition's sources: every catalog message translated and none fuzzy against the English as it is now,
+# the markup of each translation intact, and book/zh/*.ipynb exactly what book/*.ipynb and the catalogs produce.
+i18n: $(STAMP)
+	$(BIN)/python .ci/i18n.py check
+	$(BIN)/python .ci/i18n.py notebooks --check
+
+catalogs: $(STAMP)
+	$(BIN)/python .ci/i18n.py extract
+
+zh-notebooks: $(STAMP)
+	$(BIN)/python .ci/i18n.py notebooks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -38,14 +54,16 @@ notebooks: $(STAMP)
 	rm -rf $(TESTTREE) && mkdir -p $(TESTTREE)
 	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(TESTTREE)
 	# nbmake executes every chapter below and stores the outputs; the strict build then only renders them.
-	sed -i 's/^  execute_notebooks: auto/  execute_notebooks: "off"/' $(TESTTREE)/_config.yml
+	sed -i 's/^  execute_notebooks: cache/  execute_notebooks: "off"/' $(TESTTREE)/_config.yml
 	grep -q 'execute_notebooks: "off"' $(TESTTREE)/_config.yml
+	# The English chapters only: book/zh/ holds the same code cells (the Colab simulation runs one of them).
 	cd $(TESTTREE) && $(CURDIR)/$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 --overwrite \
-		-p no:cacheprovider --durations=0 book
+		-p no:cacheprovider --durations=0 book/*.ipynb
 
 book-strict: notebooks
 	$(BIN)/jupyter-book build $(TESTTREE) -W --keep-going
-	$(BIN)/python .ci/check_html.py $(TESTTREE)/_build/html
+	$(BIN)/python .ci/i18n.py html --lang $(ZH) $(TESTTREE) $(TESTTREE)/_build/html/zh -W
+	$(BIN)/python .ci/check_html.py $(TESTTREE)/_build/html  # both editions: zh/ is inside
 	@echo "The test build of the book is at $(CURDIR)/$(TESTTREE)/_build/html/index.html"
 
 # The browser test opens the built site in Debian's Chromium (driven by Playwright from the test extra; no
@@ -58,7 +76,7 @@ browser: $(STAMP) chromium
 
 # Chapters as a Colab reader meets them (.ci/colab_sim.py): a venv with only Colab's packages (built once in
 # _build/colab-sim/venv), cwd outside the repository, the setup cell's own pip install sent to a clone of HEAD.
-COLAB_CHAPTERS := book/forward_process.ipynb book/sampling.ipynb
+COLAB_CHAPTERS := book/forward_process.ipynb book/sampling.ipynb book/zh/forward_process.ipynb
 colab: $(STAMP)
 	$(BIN)/python .ci/colab_sim.py --repo . --torch "$(TORCH)" $(COLAB_CHAPTERS)
 

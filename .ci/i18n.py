@@ -53,7 +53,7 @@ def build(src: Path, out: Path, builder: str = "html", language: str | None = No
     if execute:
         overrides["nb_execution_mode"] = execute
     return build_sphinx(src, out.resolve(), noconfig=True, path_config=str(src / "_config.yml"),
-                        confoverrides=overrides, builder=builder, warningiserror=strict, keep_going=True,
+                        confoverrides=overrides, builder=builder, warningiserror=strict, keep_going=True, freshenv=True,
                         doctreedir=str(doctrees.resolve()) if doctrees else None, quiet=quiet,
                         really_quiet=quiet)
 
@@ -310,8 +310,18 @@ def cmd_notebooks(args) -> int:
 
 
 def cmd_html(args) -> int:
-    doctrees = args.out.parent / f".doctrees-{args.lang}"
-    return build(args.src, args.out, language=args.lang, strict=args.W, doctrees=doctrees)
+    """Build one edition into SRC/_build/<lang> (beside the English _build/html, so that myst-nb finds the English
+    build's execution cache and executes nothing again), then copy it to OUT (e.g. _build/html/zh)."""
+    import shutil
+
+    build_dir = args.src.resolve() / "_build"
+    status = build(args.src, build_dir / args.lang, language=args.lang, strict=args.W,
+                   doctrees=build_dir / f".doctrees-{args.lang}")
+    if status == 0:
+        shutil.rmtree(args.out, ignore_errors=True)
+        shutil.copytree(build_dir / args.lang, args.out)
+        print(f"The {args.lang} edition is at {args.out.resolve() / 'index.html'}")
+    return status
 
 
 def main(argv=None) -> int:

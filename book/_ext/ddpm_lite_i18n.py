@@ -5,20 +5,18 @@
 * On zh pages the Colab button opens the Chinese notebook, book/zh/<chapter>.ipynb, which .ci/i18n.py generates from
   the English notebook and the catalogs.
 * {glue:text} roles keep working inside translated paragraphs. Sphinx parses a translated message as a separate
-  small document, in which myst-nb finds no notebook to read glued values from; here such a document borrows the
-  notebook of the page it belongs to.
+  small document, after myst-nb has closed the notebook, so a plain {glue:text}`key` finds no value there; in such a
+  document the role reads the key from the page's own notebook, as myst-nb's `page.ipynb::key` form does.
 
 Wired in _config.yml (local_extensions). .ci/browser_check.py follows every language link.
 """
 from __future__ import annotations
 
-from docutils import nodes
-from sphinx.transforms import SphinxTransform
+from pathlib import Path
 
 ZH = "zh_CN"
 ZH_DIR = "zh"  # the zh edition's folder in the deployed site, and book/zh/ for its notebooks
 LINK_CLASS = "ddpm-lite-language"  # .ci/browser_check.py looks for it
-_MAIN_DOCUMENT = "ddpm_lite_i18n_document"
 
 
 def other_edition(pagename: str, language: str) -> tuple[str, str, str]:
@@ -49,38 +47,26 @@ def zh_colab_buttons(app, pagename, templatename, context, doctree) -> None:
                 button["url"] = f"{head}/book/{ZH_DIR}/{name}"
 
 
-class RememberNotebook(SphinxTransform):
-    """Before the Locale transform (priority 20): note the page's document, whose notebook holds the glued values."""
-
-    default_priority = 10
-
-    def apply(self, **kwargs) -> None:
-        if "nb_renderer" in self.document:
-            self.env.temp_data[_MAIN_DOCUMENT] = self.document
-
-
-def _patch_glue_lookup() -> None:
+def _patch_glue_roles() -> None:
+    """In a translated message, {glue:text}`key` reads `key` from the page's own notebook, as `page.ipynb::key` would."""
     from myst_nb.ext.glue import roles
 
-    original = roles.retrieve_glue_data
-    if getattr(original, "ddpm_lite", False):
-        return
+    for role in (roles.PasteTextRole, roles.PasteRoleAny):
+        if getattr(role.run, "ddpm_lite", False):
+            continue
 
-    def retrieve_glue_data(document: nodes.document, key: str):
-        if "nb_renderer" not in document:  # a translated message: read the glue of the page it belongs to
-            env = getattr(document.settings, "env", None)
-            page = env.temp_data.get(_MAIN_DOCUMENT) if env is not None else None
-            if page is not None:
-                document = page
-        return original(document, key)
+        def run(self, _original=role.run):
+            if "nb_renderer" not in self.document and "::" not in self.text:
+                env = self.document.settings.env
+                self.text = f"{Path(env.doc2path(env.docname)).name}::{self.text}"
+            return _original(self)
 
-    retrieve_glue_data.ddpm_lite = True
-    roles.retrieve_glue_data = retrieve_glue_data
+        run.ddpm_lite = True
+        role.run = run
 
 
 def setup(app):
-    _patch_glue_lookup()
-    app.add_transform(RememberNotebook)
+    _patch_glue_roles()
     app.connect("html-page-context", add_language_link)
     app.connect("html-page-context", zh_colab_buttons, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
