@@ -1,14 +1,26 @@
-"""ddpm_lite.book.checks: each check passes the reference and hand-written solutions, and names the typical mistakes."""
+"""ddpm_lite.book.checks: each check passes the reference and hand-written solutions, and names the typical mistakes,
+in English or Chinese as the chapter's setup chose."""
 import math
+import re
 
 import pytest
 import torch
 
 from ddpm_lite import GaussianDiffusion, NoiseSchedule
+from ddpm_lite import book
 from ddpm_lite.book import checks
 from ddpm_lite.sampling import p_sample
 
 EXERCISES = sorted(checks.EXERCISES)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def zh():
+    """The Chinese edition's setting for one test; English again afterwards."""
+    book.set_language("zh_CN")
+    yield
+    book.set_language("en")
 
 
 # ------------------------------------------------------------------------------------ generic behaviour
@@ -19,21 +31,26 @@ def test_the_reference_itself_passes(name):
     assert result.passed and str(result).startswith("✓ correct"), result
 
 
+@pytest.mark.parametrize("lang", book.LANGUAGES)
 @pytest.mark.parametrize("name", EXERCISES)
-def test_every_typical_mistake_is_named(name):
+def test_every_typical_mistake_is_named(name, lang):
     """Each registered mistake, fed back as a reader's answer, fails with its own message (so none coincide)."""
     exercise = checks.EXERCISES[name]
     wrong_answers = exercise.wrong_answers()
     assert len(wrong_answers) >= 2
-    for message, wrong in wrong_answers.items():
-        result = exercise.check(wrong)
-        assert not result.passed
-        if message.startswith("off by one") and result.message.startswith("your function raised IndexError"):
-            # an off-by-one index that runs off the end of the schedule raises; the hint still says so
-            assert "off by one" in result.message
-        else:
-            assert result.message == message, (message, result.message)
-        assert str(result).startswith("✗ ")
+    book.set_language(lang)
+    try:
+        for message, wrong in wrong_answers.items():
+            result = exercise.check(wrong)
+            assert not result.passed
+            if message.en.startswith("off by one") and result.text.en.startswith("your function raised IndexError"):
+                # an off-by-one index that runs off the end of the schedule raises; the hint still says so
+                assert "off by one" in result.text.en and "差了一位" in result.text.zh
+            else:
+                assert result.text == message and result.message == str(message), (message, result.message)
+            assert str(result).startswith("✗ ")
+    finally:
+        book.set_language("en")
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -43,7 +60,7 @@ def test_the_untouched_stub_is_not_attempted_rather_than_wrong(name):
 
     result = checks.EXERCISES[name].check(stub)
     assert not result.passed and not result.attempted
-    assert result.message == checks.NOT_ATTEMPTED
+    assert result.text == checks.NOT_ATTEMPTED and result.message == str(checks.NOT_ATTEMPTED)
     assert str(result).startswith("… not attempted yet") and "✗" not in str(result)
 
 
@@ -224,3 +241,58 @@ def test_timestep_embedding_against_diffusers():
     assert checks.check_timestep_embedding(ours).passed
     assert "downscale_freq_shift=1" in checks.check_timestep_embedding(tensorflow_style).message
     assert "cosines first" in checks.check_timestep_embedding(cos_first).message
+
+
+# ------------------------------------------------------------------------------------ both languages
+def _every_message():
+    """Every message a grader can give: the generic ones and each exercise's typical mistakes (off-by-one included)."""
+    messages = dict(checks.MESSAGES)
+    for name, exercise in checks.EXERCISES.items():
+        messages.update({f"{name}: {message.en}": message for message in exercise.wrong_answers()})
+    return messages
+
+
+@pytest.mark.parametrize("key, message", sorted(_every_message().items()))
+def test_every_grader_message_has_a_chinese_form(key, message):
+    assert isinstance(message, book.Bilingual)
+    assert message.en.strip() and not CJK.search(message.en), key
+    assert message.zh.strip() and CJK.search(message.zh), key
+    assert message.zh != message.en
+    # the same fields to fill in, so that neither language shows a raw {field} or misses a number
+    fields = lambda text: sorted(re.findall(r"{(\w*)[^{}]*}", text))  # noqa: E731
+    assert fields(message.en) == fields(message.zh), key
+
+
+def test_the_setup_switches_every_grader_and_english_comes_back(zh):
+    def stub(*args):
+        raise NotImplementedError
+
+    def broken(*args):
+        raise KeyError("alpha")
+
+    assert book.language() == "zh_CN"
+    q_sample = checks.EXERCISES["q_sample"]
+    assert str(checks.check_q_sample(q_sample.reference)) == "✓ 正确：在 3 组随机输入上与 GaussianDiffusion.q_sample 的结果一致"
+    assert checks.check_q_sample(broken).message == "你的函数抛出了 KeyError：'alpha'"
+    assert checks.check_q_sample(stub).message.startswith("尚未作答")
+    result = checks.check_q_sample(lambda x_start, t, noise, schedule: x_start[:, 0])
+    assert result.message == "形状不对：应为 (5, 1, 4, 4)，实际为 (5, 4, 4)"
+    assert checks.check_q_sample(None).message.startswith("需要一个函数 fn(x_start, t, noise, schedule) -> x_t")
+    assert CJK.search(checks.check_ema_update(lambda e, w, d: 2 * e - w).message)  # the generic "wrong values"
+    message = checks.check_posterior_mean(lambda x0, xt, t, s: q_sample.reference(x0, t, xt, s)).message
+    assert CJK.search(message) and "{" not in message
+    result = checks.check_normal_kl(lambda m1, l1, m2, l2: 2 * checks.normal_kl(m1, l1, m2, l2))
+    assert result.message == "漏了括号前的系数 1/2"
+    book.setup_notebook(seed=0)  # the English edition's setup: English again
+    assert book.language() == "en" and result.message == "forgot the factor 1/2 in front of the bracket"
+    assert result.text.zh == "漏了括号前的系数 1/2"  # both stay reachable, whatever the language
+
+
+def test_an_exercise_lists_its_typical_mistakes_in_the_language_chosen(zh):
+    listing = repr(checks.EXERCISES["up_in_channels"])
+    assert listing.startswith("解码器中各 ResidualBlock 的输入通道数：") and "  - 漏掉了 skip" in listing
+    book.set_language("en")
+    listing = repr(checks.EXERCISES["up_in_channels"]).splitlines()
+    assert listing[0].startswith("the decoder's ResidualBlock input channels: fn(base_channels")
+    assert listing[1] == "  - left out the skip: a decoder block reads cat([h, skip]), so in_c = c_h + c_skip"
+    assert len(listing) == 1 + len(checks.EXERCISES["up_in_channels"].mistakes)

@@ -4,7 +4,8 @@
 * the book's digits model, trained once and cached: :func:`load_pretrained_digits`;
 * the digit classifier and the Fréchet distance in its feature space: :func:`digits_fd`,
   :func:`real_vs_real_floor`, :func:`classify_digits`;
-* the chapters' setup, glued numbers, figures and listings: :func:`setup_notebook`, :func:`glue`, :func:`show`
+* the chapters' setup and language, glued numbers, figures and listings: :func:`setup_notebook` (``lang="zh_CN"``
+  for the Chinese edition; :func:`language` reads it back), :func:`glue`, :func:`show`
   (``plt.show()`` once the figure is checked legible on the page), :func:`show_images`, :func:`animate_images`,
   :func:`show_source`, :func:`source_line`, :func:`draw_unet`.
 
@@ -17,8 +18,9 @@ from .classifier import (
     get_digit_classifier, real_vs_real_floor, train_digit_classifier,
 )
 from .plotting import (
-    BOOK_URL, INSTALL_REQUIREMENT, REPOSITORY_URL, animate_images, colab_note, glue, image_grid, setup_notebook, show,
-    show_images, show_source, smallest_text_pt, source_line,
+    BOOK_URL, INSTALL_REQUIREMENT, LANGUAGES, REPOSITORY_URL, Bilingual, animate_images, colab_note, glue, image_grid,
+    language, plain_roles, set_language, setup_notebook, show, show_images, show_source, smallest_text_pt,
+    source_line,
 )
 from .pretrained import (
     load_pretrained_digits, pretrained_digits_configs, pretrained_digits_log, pretrained_digits_path,
@@ -38,11 +40,16 @@ __all__ = [
     "train_digit_classifier",
     "BOOK_URL",
     "INSTALL_REQUIREMENT",
+    "LANGUAGES",
     "REPOSITORY_URL",
+    "Bilingual",
     "animate_images",
     "colab_note",
     "glue",
     "image_grid",
+    "language",
+    "plain_roles",
+    "set_language",
     "setup_notebook",
     "show",
     "show_images",

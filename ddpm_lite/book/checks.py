@@ -12,12 +12,17 @@ time index off by one, a wrong sign, ...); if the reader's result matches one of
 Every check returns a :class:`CheckResult` (``passed``, ``message``); a function that raises, returns the
 wrong shape or returns NaN fails with a one-sentence message instead of an exception.
 
+Every message is written once in both of the book's languages, as a :class:`~ddpm_lite.book.plotting.Bilingual`
+pair, and shows in the one the chapter chose: ``book.setup_notebook(lang="zh_CN")`` makes every grader speak
+Chinese (``book.language()``); code names, formulas and numbers read the same in both.
+
 Time-step convention, as everywhere in ddpm_lite: ``t`` is an int64 tensor (B,) of indices 0 ... T-1, and index
 0 is the paper's t = 1.
 
 Adding a check: write the reference with the reader's signature (it should call the package),
-a ``make_trials()`` returning a list of argument dicts, and a dict ``{message: wrong_function}`` of typical
-mistakes, then wrap them in an :class:`Exercise` and add a ``check_*`` function that calls ``Exercise.check``.
+a ``make_trials()`` returning a list of argument dicts, and a dict ``{Bilingual(english, chinese): wrong_function}``
+of typical mistakes, then wrap them in an :class:`Exercise` and add a ``check_*`` function that calls
+``Exercise.check``.
 :func:`compare` is the one generic grader behind every check.
 """
 from __future__ import annotations
@@ -32,9 +37,12 @@ from ..diffusion import GaussianDiffusion
 from ..losses import mean_flat, normal_kl
 from ..sampling import ddim_sample, respace, space_timesteps
 from ..schedules import NoiseSchedule, extract
+from .plotting import Bilingual
 
 __all__ = [
+    "Bilingual",
     "CheckResult",
+    "MESSAGES",
     "Exercise",
     "EXERCISES",
     "compare",
@@ -56,18 +64,29 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CheckResult:
     """The verdict on one function: ``passed`` and a one-sentence ``message``.
 
     Prints as "✓ correct: ...", "✗ <what is wrong>", or "… not attempted yet: ..." while the function is still the
     exercise's stub (``attempted`` is False); ``bool(result)`` is ``passed``. In a notebook write
-    ``assert result.passed, result.message``.
+    ``assert result.passed, result.message``. ``message`` is the text in the session's language
+    (``book.language()``); ``text`` holds both (``text.en``, ``text.zh``).
     """
 
     passed: bool
-    message: str
+    text: Bilingual  # the message in both languages
     attempted: bool = True  # False while the function is still the exercise's stub (it raises NotImplementedError)
+
+    def __init__(self, passed: bool, message: str | Bilingual, attempted: bool = True):
+        object.__setattr__(self, "passed", bool(passed))
+        object.__setattr__(self, "text", Bilingual.of(message))
+        object.__setattr__(self, "attempted", bool(attempted))
+
+    @property
+    def message(self) -> str:
+        """The one-sentence verdict in the session's language."""
+        return str(self.text)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -79,8 +98,41 @@ class CheckResult:
     __str__ = __repr__
 
 
-NOT_ATTEMPTED = ("not attempted yet: replace the line `raise NotImplementedError(...)` with your code and run this "
-                 "cell again (one answer is in the solution cell below)")
+# Every message the generic grader gives, in both languages; each exercise adds its own typical mistakes.
+MESSAGES: dict[str, Bilingual] = {
+    "not_attempted": Bilingual(
+        "not attempted yet: replace the line `raise NotImplementedError(...)` with your code and run this cell again "
+        "(one answer is in the solution cell below)",
+        "尚未作答：把 `raise NotImplementedError(...)` 这一行换成你的代码，再运行本单元格（下方的答案单元格给出了一种解法）"),
+    "correct": Bilingual("correct: matches {what} on {n} random batches",
+                         "正确：在 {n} 组随机输入上与 {what} 的结果一致"),
+    "wrong_values": Bilingual(
+        "wrong values: they differ from {what} by up to {worst:.3g}, and not in one of the typical ways; compare "
+        "your formula with the chapter's equation term by term",
+        "数值不对：与 {what} 的结果最多相差 {worst:.3g}，而且不属于常见的几类错误；请把你的公式与本章的公式逐项对照"),
+    "raised": Bilingual("your function raised {error}: {detail}", "你的函数抛出了 {error}：{detail}"),
+    "hint_broadcast": Bilingual(
+        " (a per-sample coefficient of shape (B,) must be reshaped to (B, 1, ..., 1) to broadcast against x)",
+        "（形状为 (B,) 的逐样本系数要先变形为 (B, 1, ..., 1)，才能与 x 广播）"),
+    "hint_index": Bilingual(
+        " (is {time_arg} off by one? the valid indices are 0 ... T-1, and index 0 is the paper's t = 1)",
+        "（{time_arg} 是否差了一位？合法的时间步下标是 0 ... T-1，下标 0 对应论文中的 t = 1）"),
+    "returned_sequence": Bilingual("your function returned a {kind}; return one tensor of shape {shape}",
+                                   "你的函数返回了一个 {kind}；应当只返回一个形状为 {shape} 的张量"),
+    "not_a_tensor": Bilingual("your function returned a {kind}, not a tensor",
+                              "你的函数返回的是 {kind}，而不是张量"),
+    "wrong_shape": Bilingual("wrong shape: expected {expected}, got {got}", "形状不对：应为 {expected}，实际为 {got}"),
+    "not_finite": Bilingual("your function returned NaN or infinite values (a log of 0 or a division by 0?)",
+                            "你的函数返回了 NaN 或无穷大（是不是对 0 取了对数，或者除以了 0？）"),
+    "not_a_function": Bilingual("expected a function {signature}, got a {kind}",
+                                "需要一个函数 {signature}，实际传入的是 {kind}"),
+    "off_by_one": Bilingual(
+        "off by one in {time_arg}: your result is the reference at index {time_arg} {sign} 1; index 0 is the paper's "
+        "t = 1 (schedule.betas[0] is β_1), so index the schedule with {time_arg} itself",
+        "时间步 {time_arg} 差了一位：你的结果等于参考实现在下标 {time_arg} {sign} 1 处的值；下标 0 对应论文中的 "
+        "t = 1（schedule.betas[0] 就是 β_1），所以请直接用 {time_arg} 去索引 schedule"),
+}
+NOT_ATTEMPTED = MESSAGES["not_attempted"]
 
 # ---------------------------------------------------------------------------------------------- the generic grader
 def _clone(args: Mapping[str, Any]) -> list:
@@ -130,22 +182,19 @@ def _time_shifted(reference: Callable, time_arg: str, shift: int) -> Callable:
     return wrong
 
 
-def _off_by_one_mistakes(reference: Callable, time_arg: str) -> dict[str, Callable]:
+def _off_by_one_mistakes(reference: Callable, time_arg: str) -> dict[Bilingual, Callable]:
     return {
-        f"off by one in {time_arg}: your result is the reference at index {time_arg} {sign} 1; index 0 is the "
-        f"paper's t = 1 (schedule.betas[0] is β_1), so index the schedule with {time_arg} itself": _time_shifted(
-            reference, time_arg, shift
-        )
+        MESSAGES["off_by_one"].format(time_arg=time_arg, sign=sign): _time_shifted(reference, time_arg, shift)
         for sign, shift in (("+", 1), ("−", -1))
     }
 
 
-def _raised(error: Exception, time_arg: str | None) -> str:
-    message = f"your function raised {type(error).__name__}: {_first_line(error)}"
+def _raised(error: Exception, time_arg: str | None) -> Bilingual:
+    message = MESSAGES["raised"].format(error=type(error).__name__, detail=_first_line(error))
     if isinstance(error, RuntimeError) and "must match the size" in str(error):
-        message += " (a per-sample coefficient of shape (B,) must be reshaped to (B, 1, ..., 1) to broadcast against x)"
+        message += MESSAGES["hint_broadcast"]
     elif isinstance(error, IndexError) and time_arg is not None:
-        message += f" (is {time_arg} off by one? the valid indices are 0 ... T-1, and index 0 is the paper's t = 1)"
+        message += MESSAGES["hint_index"].format(time_arg=time_arg)
     return message
 
 
@@ -153,17 +202,18 @@ def compare(
     candidate: Callable,
     reference: Callable,
     trials: list[dict[str, Any]],
-    mistakes: Mapping[str, Callable] | None = None,
+    mistakes: Mapping[str | Bilingual, Callable] | None = None,
     *,
     time_arg: str | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-8,
-    what: str = "the reference",
+    what: str | Bilingual = Bilingual("the reference", "参考实现"),
 ) -> CheckResult:
     """Grade ``candidate`` against ``reference`` on ``trials`` and name the typical mistake it makes, if any.
 
     trials: argument dicts; every function is called positionally with the values, in order.
-    mistakes: ``{message: wrong_function}``, each wrong function with keyword arguments named like the trials';
+    mistakes: ``{message: wrong_function}`` (message: a Bilingual pair), each wrong function with keyword arguments
+    named like the trials';
     the first whose outputs match the candidate's on every trial where it can be evaluated gives the message.
     time_arg: the name of the time-index argument; adds the two off-by-one mistakes (reference at t + 1 and t - 1).
     rtol, atol: the tolerance of :func:`torch.allclose` (a float32 answer to float64 inputs passes).
@@ -178,31 +228,31 @@ def compare(
         try:
             got = candidate(*_clone(args))
         except NotImplementedError:  # the exercise's stub, not yet replaced: not a wrong answer
-            return CheckResult(False, NOT_ATTEMPTED, attempted=False)
+            return CheckResult(False, MESSAGES["not_attempted"], attempted=False)
         except Exception as error:  # the reader's code may raise anything; report it in one sentence
             return CheckResult(False, _raised(error, time_arg))
         if isinstance(got, (tuple, list)):
-            return CheckResult(False, f"your function returned a {type(got).__name__}; return one tensor of shape "
-                                      f"{tuple(expected.shape)}")
+            return CheckResult(False, MESSAGES["returned_sequence"].format(kind=type(got).__name__,
+                                                                           shape=tuple(expected.shape)))
         tensor = _as_tensor(got)
         if tensor is None:
-            return CheckResult(False, f"your function returned a {type(got).__name__}, not a tensor")
+            return CheckResult(False, MESSAGES["not_a_tensor"].format(kind=type(got).__name__))
         if tuple(tensor.shape) != tuple(expected.shape):
-            return CheckResult(False, f"wrong shape: expected {tuple(expected.shape)}, got {tuple(tensor.shape)}")
+            return CheckResult(False, MESSAGES["wrong_shape"].format(expected=tuple(expected.shape),
+                                                                     got=tuple(tensor.shape)))
         if not bool(torch.isfinite(tensor).all()):
-            return CheckResult(False, "your function returned NaN or infinite values (a log of 0 or a division by 0?)")
+            return CheckResult(False, MESSAGES["not_finite"])
         outputs.append(tensor)
         expected_outputs.append(expected)
 
     if all(_close(got, exp, rtol, atol) for got, exp in zip(outputs, expected_outputs)):
-        return CheckResult(True, f"correct: matches {what} on {len(trials)} random batches")
+        return CheckResult(True, MESSAGES["correct"].format(what=what, n=len(trials)))
 
     for message, wrong in named.items():
         if _matches(wrong, trials, outputs, rtol, atol):
             return CheckResult(False, message)
     worst = max((got.double() - exp.double()).abs().max().item() for got, exp in zip(outputs, expected_outputs))
-    return CheckResult(False, f"wrong values: they differ from {what} by up to {worst:.3g}, and not in one of the "
-                              "typical ways; compare your formula with the chapter's equation term by term")
+    return CheckResult(False, MESSAGES["wrong_values"].format(what=what, worst=worst))
 
 
 def _matches(wrong: Callable, trials, outputs, rtol: float, atol: float) -> bool:
@@ -223,11 +273,11 @@ def _matches(wrong: Callable, trials, outputs, rtol: float, atol: float) -> bool
 class Exercise:
     """One exercise: the reference (called with the reader's signature), its trials, and its typical mistakes."""
 
-    name: str  # the quantity, as named in the success message
-    signature: str  # the reader's function, e.g. "fn(x_start, t, noise, schedule) -> x_t"
+    name: str | Bilingual  # the quantity, as named in the success message
+    signature: str | Bilingual  # the reader's function, e.g. "fn(x_start, t, noise, schedule) -> x_t"
     reference: Callable  # computes the answer with ddpm_lite, same signature as the reader's function
     make_trials: Callable[[], list[dict[str, Any]]]  # fixed random argument dicts (float64)
-    mistakes: Mapping[str, Callable] = field(default_factory=dict)  # message -> wrong function (keyword args)
+    mistakes: Mapping[Bilingual, Callable] = field(default_factory=dict)  # message -> wrong function (keyword args)
     time_arg: str | None = "t"  # argument that holds the time index (adds the off-by-one mistakes); None if none
     rtol: float = 1e-5
     atol: float = 1e-8
@@ -235,17 +285,30 @@ class Exercise:
     def check(self, fn: Callable) -> CheckResult:
         """Grade ``fn`` (see :func:`compare`)."""
         if not callable(fn):
-            return CheckResult(False, f"expected a function {self.signature}, got a {type(fn).__name__}")
+            return CheckResult(False, MESSAGES["not_a_function"].format(signature=self.signature,
+                                                                        kind=type(fn).__name__))
         return compare(fn, self.reference, self.make_trials(), self.mistakes, time_arg=self.time_arg,
                        rtol=self.rtol, atol=self.atol, what=self.name)
 
-    def wrong_answers(self) -> dict[str, Callable]:
-        """Every typical mistake as a function with the reader's signature (positional), for tests and demos."""
-        named = dict(self.mistakes)
+    def wrong_answers(self) -> dict[Bilingual, Callable]:
+        """Every typical mistake as a function with the reader's signature (positional), for tests and demos.
+
+        The keys are the messages (Bilingual pairs; ``str()`` of one is its text in the session's language).
+        """
+        named = {Bilingual.of(message): wrong for message, wrong in self.mistakes.items()}
         if self.time_arg is not None:
             named.update(_off_by_one_mistakes(lambda **a: self.reference(*a.values()), self.time_arg))
         names = list(self.make_trials()[0])
         return {message: (lambda w: lambda *a: w(**dict(zip(names, a))))(w) for message, w in named.items()}
+
+    def __repr__(self) -> str:
+        """The exercise and the typical mistakes its check names, in the session's language (one per line)."""
+        head = _EXERCISE_HEADER.format(name=self.name, signature=self.signature)
+        return "\n".join([str(head), *(f"  - {message}" for message in self.wrong_answers())])
+
+
+_EXERCISE_HEADER = Bilingual("{name}: {signature}; the typical mistakes its check names:",
+                             "{name}：{signature}；检查能识别出的常见错误：")
 
 
 # ------------------------------------------------------------------------------------------------- shared inputs
@@ -322,22 +385,32 @@ Q_SAMPLE = Exercise(
     reference=_q_sample_reference,
     make_trials=_q_sample_trials,
     mistakes={
-        "used α_t where ᾱ_t belongs: √α_t x_0 + √(1 − α_t) ε is one step q(x_t | x_{t−1}), not the jump from x_0; "
-        "use schedule.alphas_cumprod": lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(
-            x_start, t, noise),
-        "forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (standard deviations, not variances)":
+        Bilingual("used α_t where ᾱ_t belongs: √α_t x_0 + √(1 − α_t) ε is one step q(x_t | x_{t−1}), not the jump "
+                  "from x_0; use schedule.alphas_cumprod",
+                  "在该用 ᾱ_t 的地方用了 α_t：√α_t x_0 + √(1 − α_t) ε 只是前向过程的一步 q(x_t | x_{t−1})，"
+                  "而不是从 x_0 一步跳到 x_t；请用 schedule.alphas_cumprod"):
+            lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(x_start, t, noise),
+        Bilingual("forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (standard deviations, not variances)",
+                  "漏了平方根：x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε（系数是标准差，不是方差）"):
             _q_sample_with("ab", "1-ab"),
-        "forgot the square root on the noise coefficient: ε is scaled by √(1 − ᾱ_t), a standard deviation":
+        Bilingual("forgot the square root on the noise coefficient: ε is scaled by √(1 − ᾱ_t), a standard deviation",
+                  "噪声系数漏了平方根：ε 乘的是标准差 √(1 − ᾱ_t)"):
             _q_sample_with("sqrt(ab)", "1-ab"),
-        "forgot the square root on the signal coefficient: x_0 is scaled by √ᾱ_t":
+        Bilingual("forgot the square root on the signal coefficient: x_0 is scaled by √ᾱ_t",
+                  "信号系数漏了平方根：x_0 乘的是 √ᾱ_t"):
             _q_sample_with("ab", "sqrt(1-ab)"),
-        "swapped the coefficients: x_0 is scaled by √ᾱ_t and the noise by √(1 − ᾱ_t)":
+        Bilingual("swapped the coefficients: x_0 is scaled by √ᾱ_t and the noise by √(1 − ᾱ_t)",
+                  "两个系数写反了：x_0 乘 √ᾱ_t，噪声乘 √(1 − ᾱ_t)"):
             _q_sample_with("sqrt(1-ab)", "sqrt(ab)"),
-        "used 1 − √ᾱ_t for the noise: the variances must add up to one, so the noise is scaled by √(1 − ᾱ_t)":
+        Bilingual("used 1 − √ᾱ_t for the noise: the variances must add up to one, so the noise is scaled by "
+                  "√(1 − ᾱ_t)",
+                  "噪声系数写成了 1 − √ᾱ_t：两项的方差之和必须为 1，所以噪声乘的是 √(1 − ᾱ_t)"):
             _q_sample_with("sqrt(ab)", "1-sqrt(ab)"),
-        "wrong sign: the noise is added, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε":
+        Bilingual("wrong sign: the noise is added, x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε",
+                  "符号错了：噪声是加上去的，x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε"):
             lambda x_start, t, noise, schedule: _q_sample_reference(x_start, t, -noise, schedule),
-        "left out the noise: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε":
+        Bilingual("left out the noise: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε",
+                  "漏掉了噪声项：x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε"):
             lambda x_start, t, noise, schedule: _q_sample_reference(x_start, t, torch.zeros_like(noise), schedule),
     },
 )
@@ -379,22 +452,31 @@ def _posterior_mean_with(previous: str, root: bool = True, xt_alpha: str = "alph
 
 
 POSTERIOR_MEAN = Exercise(
-    name="GaussianDiffusion.q_posterior_mean_variance (the mean)",
+    name=Bilingual("GaussianDiffusion.q_posterior_mean_variance (the mean)",
+                   "GaussianDiffusion.q_posterior_mean_variance（后验均值）"),
     signature="fn(x_start, x_t, t, schedule) -> mu_tilde",
     reference=_posterior_mean_reference,
     make_trials=_posterior_mean_trials,
     mistakes={
-        "swapped x_0 and x_t: the coefficient with √ᾱ_{t−1} β_t multiplies x_0, the one with √α_t (1 − ᾱ_{t−1}) "
-        "multiplies x_t": lambda x_start, x_t, t, schedule: _posterior_mean_reference(x_t, x_start, t, schedule),
-        "used ᾱ_t where ᾱ_{t−1} belongs (schedule.alphas_cumprod_prev)": _posterior_mean_with("alphas_cumprod"),
-        "forgot the square roots: the coefficients hold √ᾱ_{t−1} and √α_t": _posterior_mean_with(
-            "alphas_cumprod_prev", root=False),
-        "used ᾱ_t where α_t belongs in the coefficient of x_t, √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)": _posterior_mean_with(
-            "alphas_cumprod_prev", xt_alpha="alphas_cumprod"),
-        "left out the x_t term: μ̃_t is a weighted sum of x_0 and x_t": lambda x_start, x_t, t, schedule:
-            _posterior_mean_reference(x_start, torch.zeros_like(x_t), t, schedule),
-        "left out the x_0 term: μ̃_t is a weighted sum of x_0 and x_t": lambda x_start, x_t, t, schedule:
-            _posterior_mean_reference(torch.zeros_like(x_start), x_t, t, schedule),
+        Bilingual("swapped x_0 and x_t: the coefficient with √ᾱ_{t−1} β_t multiplies x_0, the one with "
+                  "√α_t (1 − ᾱ_{t−1}) multiplies x_t",
+                  "把 x_0 和 x_t 对调了：含 √ᾱ_{t−1} β_t 的系数乘 x_0，含 √α_t (1 − ᾱ_{t−1}) 的系数乘 x_t"):
+            lambda x_start, x_t, t, schedule: _posterior_mean_reference(x_t, x_start, t, schedule),
+        Bilingual("used ᾱ_t where ᾱ_{t−1} belongs (schedule.alphas_cumprod_prev)",
+                  "在该用 ᾱ_{t−1} 的地方用了 ᾱ_t（应为 schedule.alphas_cumprod_prev）"):
+            _posterior_mean_with("alphas_cumprod"),
+        Bilingual("forgot the square roots: the coefficients hold √ᾱ_{t−1} and √α_t",
+                  "漏了平方根：两个系数里分别是 √ᾱ_{t−1} 和 √α_t"):
+            _posterior_mean_with("alphas_cumprod_prev", root=False),
+        Bilingual("used ᾱ_t where α_t belongs in the coefficient of x_t, √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)",
+                  "x_t 的系数 √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) 中该用 α_t 的地方用了 ᾱ_t"):
+            _posterior_mean_with("alphas_cumprod_prev", xt_alpha="alphas_cumprod"),
+        Bilingual("left out the x_t term: μ̃_t is a weighted sum of x_0 and x_t",
+                  "漏掉了 x_t 项：后验均值 μ̃_t 是 x_0 与 x_t 的加权和"):
+            lambda x_start, x_t, t, schedule: _posterior_mean_reference(x_start, torch.zeros_like(x_t), t, schedule),
+        Bilingual("left out the x_0 term: μ̃_t is a weighted sum of x_0 and x_t",
+                  "漏掉了 x_0 项：后验均值 μ̃_t 是 x_0 与 x_t 的加权和"):
+            lambda x_start, x_t, t, schedule: _posterior_mean_reference(torch.zeros_like(x_start), x_t, t, schedule),
     },
 )
 
@@ -435,11 +517,15 @@ NORMAL_KL = Exercise(
     make_trials=_normal_kl_trials,
     time_arg=None,
     mistakes={
-        "the KL points the wrong way: KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) divides by the second variance":
+        Bilingual("the KL points the wrong way: KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) divides by the second "
+                  "variance",
+                  "KL 散度的方向反了：KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) 除以的是第二个分布的方差"):
             lambda mean1, logvar1, mean2, logvar2: normal_kl(mean2, logvar2, mean1, logvar1),
-        "forgot the factor 1/2 in front of the bracket": _kl_scaled(1.0),
-        "forgot the −1 inside the bracket (the KL of a distribution with itself must be 0)": _kl_scaled(0.5, False),
-        "wrong sign: the KL is ½[log σ₂² − log σ₁² + σ₁²/σ₂² + (μ₁ − μ₂)²/σ₂² − 1] ≥ 0":
+        Bilingual("forgot the factor 1/2 in front of the bracket", "漏了括号前的系数 1/2"): _kl_scaled(1.0),
+        Bilingual("forgot the −1 inside the bracket (the KL of a distribution with itself must be 0)",
+                  "漏了括号里的 −1（一个分布与它自身的 KL 散度必须为 0）"): _kl_scaled(0.5, False),
+        Bilingual("wrong sign: the KL is ½[log σ₂² − log σ₁² + σ₁²/σ₂² + (μ₁ − μ₂)²/σ₂² − 1] ≥ 0",
+                  "符号错了：KL 散度 ½[log σ₂² − log σ₁² + σ₁²/σ₂² + (μ₁ − μ₂)²/σ₂² − 1] ≥ 0"):
             lambda mean1, logvar1, mean2, logvar2: -normal_kl(mean1, logvar1, mean2, logvar2),
     },
 )
@@ -478,25 +564,32 @@ _RIGHT_LOG_VARIANCE = lambda ab: torch.log(1 - ab)  # noqa: E731
 
 PRIOR_KL = Exercise(
     name="GaussianDiffusion.prior_bpd",
-    signature="fn(x_start, schedule) -> L_T in bits/dim, (B,)",
+    signature=Bilingual("fn(x_start, schedule) -> L_T in bits/dim, (B,)",
+                        "fn(x_start, schedule) -> 以 bits/dim 为单位的 L_T，形状 (B,)"),
     reference=_prior_kl_reference,
     make_trials=_prior_kl_trials,
     time_arg=None,
     mistakes={
-        "returned nats: divide by ln 2 to get bits": lambda x_start, schedule:
-            _prior_kl_reference(x_start, schedule) * math.log(2.0),
-        "summed over the dimensions: bits per dimension is the mean over C·H·W": lambda x_start, schedule:
-            _prior_kl_reference(x_start, schedule) * x_start[0].numel(),
-        "off by one in t: x_T is the last index T − 1, you used ᾱ at index T − 2": lambda x_start, schedule:
-            _prior_kl_reference(x_start, NoiseSchedule.from_betas(schedule.betas[:-1])),
-        "forgot the square root: q(x_T | x_0) has mean √ᾱ_T x_0": _prior_kl_from(lambda ab, x: ab * x,
-                                                                                 _RIGHT_LOG_VARIANCE),
-        "used the standard deviation √(1 − ᾱ_T) where the variance 1 − ᾱ_T belongs": _prior_kl_from(
-            _RIGHT_MEAN, lambda ab: 0.5 * torch.log(1 - ab)),
-        "the KL points the wrong way: L_T = KL(q(x_T | x_0) ‖ N(0, I)), not KL(N(0, I) ‖ q(x_T | x_0))":
+        Bilingual("returned nats: divide by ln 2 to get bits", "返回的单位是 nats：除以 ln 2 才得到 bits"):
+            lambda x_start, schedule: _prior_kl_reference(x_start, schedule) * math.log(2.0),
+        Bilingual("summed over the dimensions: bits per dimension is the mean over C·H·W",
+                  "对各维求了和：bits/dim 是在 C·H·W 个维度上取平均"):
+            lambda x_start, schedule: _prior_kl_reference(x_start, schedule) * x_start[0].numel(),
+        Bilingual("off by one in t: x_T is the last index T − 1, you used ᾱ at index T − 2",
+                  "时间步差了一位：x_T 对应最后一个下标 T − 1，你用的是下标 T − 2 处的 ᾱ"):
+            lambda x_start, schedule: _prior_kl_reference(x_start, NoiseSchedule.from_betas(schedule.betas[:-1])),
+        Bilingual("forgot the square root: q(x_T | x_0) has mean √ᾱ_T x_0",
+                  "漏了平方根：q(x_T | x_0) 的均值是 √ᾱ_T x_0"):
+            _prior_kl_from(lambda ab, x: ab * x, _RIGHT_LOG_VARIANCE),
+        Bilingual("used the standard deviation √(1 − ᾱ_T) where the variance 1 − ᾱ_T belongs",
+                  "在该用方差 1 − ᾱ_T 的地方用了标准差 √(1 − ᾱ_T)"):
+            _prior_kl_from(_RIGHT_MEAN, lambda ab: 0.5 * torch.log(1 - ab)),
+        Bilingual("the KL points the wrong way: L_T = KL(q(x_T | x_0) ‖ N(0, I)), not KL(N(0, I) ‖ q(x_T | x_0))",
+                  "KL 散度的方向反了：L_T = KL(q(x_T | x_0) ‖ N(0, I))，而不是 KL(N(0, I) ‖ q(x_T | x_0))"):
             _prior_kl_from(_RIGHT_MEAN, _RIGHT_LOG_VARIANCE, reverse=True),
-        "left out x_0: the mean of q(x_T | x_0) is √ᾱ_T x_0, not 0": lambda x_start, schedule:
-            _prior_kl_reference(torch.zeros_like(x_start), schedule),
+        Bilingual("left out x_0: the mean of q(x_T | x_0) is √ᾱ_T x_0, not 0",
+                  "漏掉了 x_0：q(x_T | x_0) 的均值是 √ᾱ_T x_0，不是 0"):
+            lambda x_start, schedule: _prior_kl_reference(torch.zeros_like(x_start), schedule),
     },
 )
 
@@ -535,23 +628,34 @@ EPS_LOSS_WEIGHT = Exercise(
     reference=_eps_loss_weight_reference,
     make_trials=_eps_loss_weight_trials,
     mistakes={
-        "used the other variance: σ_t² is β̃_t (schedule.posterior_variance) for \"fixed_small\" and β_t for "
-        "\"fixed_large\"": lambda t, schedule, model_var_type: _eps_loss_weight_reference(
-            t, schedule, {"fixed_small": "fixed_large", "fixed_large": "fixed_small"}[model_var_type]),
-        "ignored model_var_type: \"fixed_large\" means σ_t² = β_t, not β̃_t": lambda t, schedule, model_var_type:
-            _eps_loss_weight_reference(t, schedule, "fixed_small"),
-        "ignored model_var_type: \"fixed_small\" means σ_t² = β̃_t (schedule.posterior_variance), not β_t":
+        Bilingual("used the other variance: σ_t² is β̃_t (schedule.posterior_variance) for \"fixed_small\" and β_t for "
+                  "\"fixed_large\"",
+                  "两种方差用反了：\"fixed_small\" 对应 σ_t² = β̃_t（schedule.posterior_variance），"
+                  "\"fixed_large\" 对应 σ_t² = β_t"):
+            lambda t, schedule, model_var_type: _eps_loss_weight_reference(
+                t, schedule, {"fixed_small": "fixed_large", "fixed_large": "fixed_small"}[model_var_type]),
+        Bilingual("ignored model_var_type: \"fixed_large\" means σ_t² = β_t, not β̃_t",
+                  "忽略了 model_var_type：\"fixed_large\" 表示 σ_t² = β_t，而不是 β̃_t"):
+            lambda t, schedule, model_var_type: _eps_loss_weight_reference(t, schedule, "fixed_small"),
+        Bilingual("ignored model_var_type: \"fixed_small\" means σ_t² = β̃_t (schedule.posterior_variance), not β_t",
+                  "忽略了 model_var_type：\"fixed_small\" 表示 σ_t² = β̃_t（schedule.posterior_variance），而不是 β_t"):
             lambda t, schedule, model_var_type: _eps_loss_weight_reference(t, schedule, "fixed_large"),
-        "forgot to square β_t in the numerator: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))":
+        Bilingual("forgot to square β_t in the numerator: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))",
+                  "分子里的 β_t 忘了平方：λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))"):
             _eps_loss_weight_times(lambda s, t: 1 / s.betas[t]),
-        "forgot the 2 in the denominator 2 σ_t²": _eps_loss_weight_times(lambda s, t: 2.0),
-        "used ᾱ_t where α_t belongs in the denominator α_t (1 − ᾱ_t)":
+        Bilingual("forgot the 2 in the denominator 2 σ_t²", "漏了分母 2 σ_t² 中的 2"):
+            _eps_loss_weight_times(lambda s, t: 2.0),
+        Bilingual("used ᾱ_t where α_t belongs in the denominator α_t (1 − ᾱ_t)",
+                  "分母 α_t (1 − ᾱ_t) 中该用 α_t 的地方用了 ᾱ_t"):
             _eps_loss_weight_times(lambda s, t: s.alphas[t] / s.alphas_cumprod[t]),
-        "left out α_t in the denominator 2 σ_t² α_t (1 − ᾱ_t)": _eps_loss_weight_times(lambda s, t: s.alphas[t]),
-        "forgot to square the square root: the denominator holds 1 − ᾱ_t, not √(1 − ᾱ_t)":
+        Bilingual("left out α_t in the denominator 2 σ_t² α_t (1 − ᾱ_t)", "漏了分母 2 σ_t² α_t (1 − ᾱ_t) 中的 α_t"):
+            _eps_loss_weight_times(lambda s, t: s.alphas[t]),
+        Bilingual("forgot to square the square root: the denominator holds 1 − ᾱ_t, not √(1 − ᾱ_t)",
+                  "平方根忘了平方：分母里是 1 − ᾱ_t，而不是 √(1 − ᾱ_t)"):
             _eps_loss_weight_times(lambda s, t: (1 - s.alphas_cumprod[t]).sqrt()),
-        "inverted the weight: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))": lambda t, schedule, model_var_type:
-            1 / _eps_loss_weight_reference(t, schedule, model_var_type),
+        Bilingual("inverted the weight: λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))",
+                  "权重取了倒数：λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))"):
+            lambda t, schedule, model_var_type: 1 / _eps_loss_weight_reference(t, schedule, model_var_type),
     },
 )
 
@@ -606,24 +710,33 @@ def _p_sample_step_with(scale: str | None = "alphas", root_noise: bool = True, s
 
 
 P_SAMPLE_STEP = Exercise(
-    name="one step of Algorithm 2 (ddpm_lite.sampling.p_sample without clipping)",
+    name=Bilingual("one step of Algorithm 2 (ddpm_lite.sampling.p_sample without clipping)",
+                   "算法 2 的一步（不做截断的 ddpm_lite.sampling.p_sample）"),
     signature="fn(x_t, t, eps, z, schedule) -> x_{t-1}",
     reference=_p_sample_step_reference,
     make_trials=_p_sample_step_trials,
     mistakes={
-        "used 1/√ᾱ_t where 1/√α_t belongs in front of the bracket": _p_sample_step_with(scale="alphas_cumprod"),
-        "forgot the square root in the ε coefficient β_t / √(1 − ᾱ_t)": _p_sample_step_with(root_noise=False),
-        "forgot to divide the bracket by √α_t": _p_sample_step_with(scale=None),
-        "wrong sign: the predicted noise is subtracted, x_t − β_t/√(1 − ᾱ_t) ε_θ": lambda x_t, t, eps, z, schedule:
-            _p_sample_step_reference(x_t, t, -eps, z, schedule),
-        "forgot the square root on the noise: add σ_t z, the standard deviation, not σ_t² z": _p_sample_step_with(
-            sigma="sigma^2"),
-        "used σ_t² = β_t (\"fixed_large\"); this exercise uses σ_t² = β̃_t, schedule.posterior_variance":
+        Bilingual("used 1/√ᾱ_t where 1/√α_t belongs in front of the bracket", "括号前该用 1/√α_t 的地方用了 1/√ᾱ_t"):
+            _p_sample_step_with(scale="alphas_cumprod"),
+        Bilingual("forgot the square root in the ε coefficient β_t / √(1 − ᾱ_t)",
+                  "ε 的系数 β_t / √(1 − ᾱ_t) 漏了平方根"):
+            _p_sample_step_with(root_noise=False),
+        Bilingual("forgot to divide the bracket by √α_t", "括号里的式子忘了除以 √α_t"):
+            _p_sample_step_with(scale=None),
+        Bilingual("wrong sign: the predicted noise is subtracted, x_t − β_t/√(1 − ᾱ_t) ε_θ",
+                  "符号错了：预测的噪声要减去，x_t − β_t/√(1 − ᾱ_t) ε_θ"):
+            lambda x_t, t, eps, z, schedule: _p_sample_step_reference(x_t, t, -eps, z, schedule),
+        Bilingual("forgot the square root on the noise: add σ_t z, the standard deviation, not σ_t² z",
+                  "噪声项漏了平方根：加的是标准差乘 z，即 σ_t z，而不是 σ_t² z"):
+            _p_sample_step_with(sigma="sigma^2"),
+        Bilingual("used σ_t² = β_t (\"fixed_large\"); this exercise uses σ_t² = β̃_t, schedule.posterior_variance",
+                  "用了 σ_t² = β_t（\"fixed_large\"）；本练习用的是 σ_t² = β̃_t，即 schedule.posterior_variance"):
             _p_sample_step_with(sigma="beta"),
-        "added noise at the last step: Algorithm 2 sets z = 0 at t = 1 (index 0)": _p_sample_step_with(
-            sigma="clipped, always"),
-        "left out the noise σ_t z": lambda x_t, t, eps, z, schedule: _p_sample_step_reference(
-            x_t, t, eps, torch.zeros_like(z), schedule),
+        Bilingual("added noise at the last step: Algorithm 2 sets z = 0 at t = 1 (index 0)",
+                  "最后一步也加了噪声：算法 2 在 t = 1（下标 0）处令 z = 0"):
+            _p_sample_step_with(sigma="clipped, always"),
+        Bilingual("left out the noise σ_t z", "漏掉了噪声项 σ_t z"):
+            lambda x_t, t, eps, z, schedule: _p_sample_step_reference(x_t, t, eps, torch.zeros_like(z), schedule),
     },
 )
 
@@ -666,14 +779,19 @@ TIMESTEP_EMBEDDING = Exercise(
     rtol=1e-4,
     atol=2e-4,  # float32 sines of arguments up to ~1000 radians
     mistakes={
-        "put the cosines first: ddpm_lite (like improved-diffusion) concatenates [sin, cos]": _embedding_halves(
-            lambda sin, cos: torch.cat([cos, sin], dim=1)),
-        "interleaved sines and cosines: ddpm_lite concatenates all sines, then all cosines": _embedding_halves(
-            lambda sin, cos: torch.stack([sin, cos], dim=2).flatten(1)),
-        "frequencies max_period^(−i/(k−1)) are Ho et al.'s TensorFlow convention (diffusers' downscale_freq_shift=1);"
-        " ddpm_lite uses max_period^(−i/k) with k = dim // 2": lambda t, dim: _timestep_embedding_reference(
-            t, dim, 10000.0 ** ((dim // 2) / (dim // 2 - 1))),
-        "divided the exponent by dim instead of k = dim // 2: the frequencies are max_period^(−i/k)":
+        Bilingual("put the cosines first: ddpm_lite (like improved-diffusion) concatenates [sin, cos]",
+                  "把余弦放在了前面：ddpm_lite（与 improved-diffusion 一样）按 [sin, cos] 的顺序拼接"):
+            _embedding_halves(lambda sin, cos: torch.cat([cos, sin], dim=1)),
+        Bilingual("interleaved sines and cosines: ddpm_lite concatenates all sines, then all cosines",
+                  "正弦与余弦交错排列了：ddpm_lite 先放全部正弦，再放全部余弦"):
+            _embedding_halves(lambda sin, cos: torch.stack([sin, cos], dim=2).flatten(1)),
+        Bilingual("frequencies max_period^(−i/(k−1)) are Ho et al.'s TensorFlow convention (diffusers' "
+                  "downscale_freq_shift=1); ddpm_lite uses max_period^(−i/k) with k = dim // 2",
+                  "频率 max_period^(−i/(k−1)) 是 Ho 等人 TensorFlow 代码的约定（即 diffusers 的 "
+                  "downscale_freq_shift=1）；ddpm_lite 用的是 max_period^(−i/k)，其中 k = dim // 2"):
+            lambda t, dim: _timestep_embedding_reference(t, dim, 10000.0 ** ((dim // 2) / (dim // 2 - 1))),
+        Bilingual("divided the exponent by dim instead of k = dim // 2: the frequencies are max_period^(−i/k)",
+                  "指数除以了 dim，而应除以 k = dim // 2：频率是 max_period^(−i/k)"):
             lambda t, dim: _timestep_embedding_reference(t, dim, 10000.0 ** ((dim // 2) / dim)),
     },
 )
@@ -722,16 +840,21 @@ TRAINING_LOSS = Exercise(
     reference=_training_loss_reference,
     make_trials=_training_loss_trials,
     mistakes={
-        "regressed x_0: the target of L_simple is the noise ε": _training_loss_with(
-            _q_sample_reference, target="x_start"),
-        "gave the model x_0: it sees the noisy x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(
-            _q_sample_reference, model_input="x_0"),
-        "summed over the pixels: average the squared error over each image's C·H·W values":
+        Bilingual("regressed x_0: the target of L_simple is the noise ε", "回归的是 x_0：L_simple 的目标是噪声 ε"):
+            _training_loss_with(_q_sample_reference, target="x_start"),
+        Bilingual("gave the model x_0: it sees the noisy x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε",
+                  "把 x_0 输入了模型：模型看到的应是加噪后的 x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε"):
+            _training_loss_with(_q_sample_reference, model_input="x_0"),
+        Bilingual("summed over the pixels: average the squared error over each image's C·H·W values",
+                  "对像素求了和：平方误差应在每张图像的 C·H·W 个值上取平均"):
             lambda model, x_start, t, noise, schedule: _training_loss_reference(model, x_start, t, noise, schedule)
             * x_start[0].numel(),
-        "used α_t where ᾱ_t belongs: x_t is one jump from x_0, √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(
-            lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(x_start, t, noise)),
-        "forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε": _training_loss_with(_q_sample_with("ab", "1-ab")),
+        Bilingual("used α_t where ᾱ_t belongs: x_t is one jump from x_0, √ᾱ_t x_0 + √(1 − ᾱ_t) ε",
+                  "在该用 ᾱ_t 的地方用了 α_t：x_t 是从 x_0 一步跳到的，√ᾱ_t x_0 + √(1 − ᾱ_t) ε"):
+            _training_loss_with(lambda x_start, t, noise, schedule: GaussianDiffusion(schedule).q_sample_step(
+                x_start, t, noise)),
+        Bilingual("forgot the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε", "漏了平方根：x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε"):
+            _training_loss_with(_q_sample_with("ab", "1-ab")),
     },
 )
 
@@ -765,17 +888,21 @@ def _ema_update_trials():
 
 
 EMA_UPDATE = Exercise(
-    name="the EMA of training.make_ema",
-    signature="fn(ema_weight, weight, decay) -> new ema_weight",
+    name=Bilingual("the EMA of training.make_ema", "training.make_ema 的指数滑动平均（EMA）"),
+    signature=Bilingual("fn(ema_weight, weight, decay) -> new ema_weight",
+                        "fn(ema_weight, weight, decay) -> 新的 ema_weight"),
     reference=_ema_update_reference,
     make_trials=_ema_update_trials,
     time_arg=None,
     mistakes={
-        "swapped the weights: the old average keeps the large share d, the new weights get 1 − d":
+        Bilingual("swapped the weights: the old average keeps the large share d, the new weights get 1 − d",
+                  "两个权重对调了：旧的滑动平均保留大份额 d，新权重只占 1 − d"):
             lambda ema_weight, weight, decay: (1 - decay) * ema_weight + decay * weight,
-        "forgot the factor 1 − d on the new weights: the two shares must add up to 1":
+        Bilingual("forgot the factor 1 − d on the new weights: the two shares must add up to 1",
+                  "新权重漏了系数 1 − d：两部分的份额之和必须为 1"):
             lambda ema_weight, weight, decay: decay * ema_weight + weight,
-        "returned the new weights: the average moves only a fraction 1 − d towards them":
+        Bilingual("returned the new weights: the average moves only a fraction 1 − d towards them",
+                  "直接返回了新权重：滑动平均每次只向新权重移动 1 − d 的比例"):
             lambda ema_weight, weight, decay: weight,
     },
 )
@@ -815,17 +942,22 @@ def _ddim_step_with(prev="alphas_cumprod_prev", roots=True, noise_term=True):
 
 
 DDIM_STEP = Exercise(
-    name="sampling.ddim_sample with eta = 0",
+    name=Bilingual("sampling.ddim_sample with eta = 0", "eta = 0 时的 sampling.ddim_sample"),
     signature="fn(x_t, t, eps, schedule) -> x_{t-1}",
     reference=_ddim_step_reference,
     make_trials=_ddim_step_trials,
     mistakes={
-        "used ᾱ_t where ᾱ_{t−1} belongs: the step moves to the noise level of t − 1 (your x_{t−1} is x_t)":
+        Bilingual("used ᾱ_t where ᾱ_{t−1} belongs: the step moves to the noise level of t − 1 (your x_{t−1} is x_t)",
+                  "在该用 ᾱ_{t−1} 的地方用了 ᾱ_t：这一步要走到 t − 1 的噪声水平（你的 x_{t−1} 就是 x_t 本身）"):
             _ddim_step_with(prev="alphas_cumprod"),
-        "forgot the square roots: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ": _ddim_step_with(roots=False),
-        "left out the predicted noise: DDIM adds √(1 − ᾱ_{t−1}) ε_θ back to √ᾱ_{t−1} x̂_0":
+        Bilingual("forgot the square roots: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ",
+                  "漏了平方根：x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ"):
+            _ddim_step_with(roots=False),
+        Bilingual("left out the predicted noise: DDIM adds √(1 − ᾱ_{t−1}) ε_θ back to √ᾱ_{t−1} x̂_0",
+                  "漏掉了预测的噪声：DDIM 要在 √ᾱ_{t−1} x̂_0 上加回 √(1 − ᾱ_{t−1}) ε_θ"):
             _ddim_step_with(noise_term=False),
-        "took Algorithm 2's mean, eq. (11): DDIM's step is √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ":
+        Bilingual("took Algorithm 2's mean, eq. (11): DDIM's step is √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ",
+                  "用了算法 2 的均值（式 (11)）：DDIM 的一步是 √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1}) ε_θ"):
             lambda x_t, t, eps, schedule: GaussianDiffusion(schedule).mean_from_eps(x_t, t, eps),
     },
 )
@@ -869,11 +1001,15 @@ RESPACED_BETAS = Exercise(
     make_trials=_respaced_betas_trials,
     time_arg=None,
     mistakes={
-        "kept the one-step β_{τ_i} = 1 − ᾱ_{τ_i}/ᾱ_{τ_i − 1}: divide by ᾱ at the previous *kept* step, τ_{i−1}":
+        Bilingual("kept the one-step β_{τ_i} = 1 − ᾱ_{τ_i}/ᾱ_{τ_i − 1}: divide by ᾱ at the previous *kept* step, "
+                  "τ_{i−1}",
+                  "沿用了单步的 β_{τ_i} = 1 − ᾱ_{τ_i}/ᾱ_{τ_i − 1}：应除以上一个*保留下来的*时间步 τ_{i−1} 处的 ᾱ"):
             lambda schedule, timesteps: schedule.betas[timesteps],
-        "the first step divides by ᾱ_{τ_0} = 1 (the chain starts at x_0), not by ᾱ_{τ_1}":
+        Bilingual("the first step divides by ᾱ_{τ_0} = 1 (the chain starts at x_0), not by ᾱ_{τ_1}",
+                  "第一步应除以 ᾱ_{τ_0} = 1（马尔可夫链从 x_0 出发），而不是 ᾱ_{τ_1}"):
             _respaced_betas_dividing_first_by(lambda kept: kept[:1]),
-        "returned the ratios ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, which are α'_i: β'_i = 1 − α'_i":
+        Bilingual("returned the ratios ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, which are α'_i: β'_i = 1 − α'_i",
+                  "返回的是比值 ᾱ_{τ_i}/ᾱ_{τ_{i−1}}，也就是 α'_i：应为 β'_i = 1 − α'_i"):
             lambda schedule, timesteps: 1 - _respaced_betas_reference(schedule, timesteps),
     },
 )
@@ -911,22 +1047,28 @@ def _up_in_channels_fifo(base_channels, channel_mult, num_res_blocks):
 
 
 UP_IN_CHANNELS = Exercise(
-    name="the decoder's ResidualBlock input channels",
-    signature="fn(base_channels, channel_mult, num_res_blocks) -> (number of decoder ResidualBlocks,) int tensor",
+    name=Bilingual("the decoder's ResidualBlock input channels", "解码器中各 ResidualBlock 的输入通道数"),
+    signature=Bilingual(
+        "fn(base_channels, channel_mult, num_res_blocks) -> (number of decoder ResidualBlocks,) int tensor",
+        "fn(base_channels, channel_mult, num_res_blocks) -> 形状为 (解码器中 ResidualBlock 的个数,) 的整数张量"),
     reference=_up_in_channels_reference,
     make_trials=lambda: [dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1),
                          dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2),
                          dict(base_channels=8, channel_mult=(1, 2, 3, 4), num_res_blocks=1)],
     time_arg=None,
     mistakes={
-        "left out the skip: a decoder block reads cat([h, skip]), so in_c = c_h + c_skip":
+        Bilingual("left out the skip: a decoder block reads cat([h, skip]), so in_c = c_h + c_skip",
+                  "漏掉了 skip：解码器的块读入 cat([h, skip])，所以 in_c = c_h + c_skip"):
             lambda base_channels, channel_mult, num_res_blocks: torch.tensor(
                 _decoder_columns(base_channels, channel_mult, num_res_blocks)[0]),
-        "used in_c = 2 c_out: the skip has the channels of the encoder tensor it comes from, and the first block of"
-        " a level receives h from the level below":
+        Bilingual("used in_c = 2 c_out: the skip has the channels of the encoder tensor it comes from, and the first "
+                  "block of a level receives h from the level below",
+                  "用了 in_c = 2 c_out：skip 的通道数等于它所来自的编码器张量的通道数，而且每一层的第一个块"
+                  "收到的 h 来自下面一层"):
             lambda base_channels, channel_mult, num_res_blocks: 2 * torch.tensor(
                 _decoder_columns(base_channels, channel_mult, num_res_blocks)[2]),
-        "took the skips first-in, first-out: the decoder pops the most recent skip (last in, first out)":
+        Bilingual("took the skips first-in, first-out: the decoder pops the most recent skip (last in, first out)",
+                  "按先进先出取了 skip：解码器每次取出的是最近压入的 skip（后进先出）"):
             _up_in_channels_fifo,
     },
 )
@@ -955,7 +1097,7 @@ def _time_projection(in_ch, out_ch, time_dim, injection, sign: int, when: str):
 
 
 RESIDUAL_BLOCK_PARAMETERS = Exercise(
-    name="the parameter count of unet.ResidualBlock",
+    name=Bilingual("the parameter count of unet.ResidualBlock", "unet.ResidualBlock 的参数量"),
     signature="fn(in_ch, out_ch, time_dim, injection) -> int",
     reference=lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
         in_ch, out_ch, time_dim, injection),
@@ -967,19 +1109,25 @@ RESIDUAL_BLOCK_PARAMETERS = Exercise(
     rtol=0,
     atol=0,
     mistakes={
-        "forgot the 1x1 skip convolution: when in_ch != out_ch the skip path is a Conv2d(in_ch, out_ch, 1) with a bias":
+        Bilingual("forgot the 1x1 skip convolution: when in_ch != out_ch the skip path is a Conv2d(in_ch, out_ch, 1) "
+                  "with a bias",
+                  "漏掉了 1x1 的 skip 卷积：in_ch != out_ch 时，skip 支路是一个带偏置的 Conv2d(in_ch, out_ch, 1)"):
             lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
                 in_ch, out_ch, time_dim, injection, lambda name: name.startswith("skip.")),
-        "scale_shift projects the time embedding to 2 out_ch values (a scale and a shift per channel), not out_ch":
+        Bilingual("scale_shift projects the time embedding to 2 out_ch values (a scale and a shift per channel), "
+                  "not out_ch",
+                  "scale_shift 把时间嵌入投影成 2 out_ch 个值（每个通道一个缩放、一个平移），而不是 out_ch 个"):
             lambda in_ch, out_ch, time_dim, injection: _time_projection(
                 in_ch, out_ch, time_dim, injection, -1, "scale_shift"),
-        "forgot the biases of the convolutions and the linear layer":
+        Bilingual("forgot the biases of the convolutions and the linear layer", "漏了卷积层和线性层的偏置"):
             lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
                 in_ch, out_ch, time_dim, injection, lambda name: name.endswith("bias") and "norm" not in name),
-        "forgot GroupNorm's own parameters: a learned scale and shift per channel, in both norms":
+        Bilingual("forgot GroupNorm's own parameters: a learned scale and shift per channel, in both norms",
+                  "漏了 GroupNorm 自身的参数：两个归一化层中，每个通道各有一个可学习的缩放和平移"):
             lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
                 in_ch, out_ch, time_dim, injection, lambda name: "norm" in name),
-        "counted the time projection although injection is 'none': then the block has no time_proj":
+        Bilingual("counted the time projection although injection is 'none': then the block has no time_proj",
+                  "injection 为 'none' 时仍计入了时间投影：这时块里没有 time_proj"):
             lambda in_ch, out_ch, time_dim, injection: _time_projection(in_ch, out_ch, time_dim, injection, 1, "none"),
     },
 )
@@ -1008,7 +1156,7 @@ def _embedding_dot_with(combine: Callable, exponent_scale: Callable | None = Non
 
 
 EMBEDDING_DOT = Exercise(
-    name="the dot product of two sinusoidal embeddings",
+    name=Bilingual("the dot product of two sinusoidal embeddings", "两个正弦时间嵌入的点积"),
     signature="fn(t, s, dim) -> (B,)",
     reference=_embedding_dot_reference,
     make_trials=lambda: [{"t": torch.randint(0, 1000, (6,), generator=_generator(70 + i)),
@@ -1018,12 +1166,15 @@ EMBEDDING_DOT = Exercise(
     rtol=1e-4,
     atol=5e-3,  # the reference multiplies float32 sines of arguments up to 1000 radians
     mistakes={
-        "used t + s: sin a sin b + cos a cos b = cos(a − b), a function of the difference t − s":
+        Bilingual("used t + s: sin a sin b + cos a cos b = cos(a − b), a function of the difference t − s",
+                  "用了 t + s：sin a sin b + cos a cos b = cos(a − b)，点积只取决于差 t − s"):
             _embedding_dot_with(lambda t, s: t + s),
-        "divided the exponent by dim instead of k = dim // 2: the frequencies are 10000^(−i/k)":
+        Bilingual("divided the exponent by dim instead of k = dim // 2: the frequencies are 10000^(−i/k)",
+                  "指数除以了 dim，而应除以 k = dim // 2：频率是 10000^(−i/k)"):
             _embedding_dot_with(lambda t, s: t - s, exponent_scale=lambda dim: dim),
-        "returned the mean over the k frequencies: the dot product is their sum": lambda t, s, dim:
-            _embedding_dot_reference(t, s, dim) / (dim // 2),
+        Bilingual("returned the mean over the k frequencies: the dot product is their sum",
+                  "返回了 k 个频率上的平均值：点积是它们的和"):
+            lambda t, s, dim: _embedding_dot_reference(t, s, dim) / (dim // 2),
     },
 )
 
@@ -1070,11 +1221,15 @@ LEARNED_LOG_VARIANCE = Exercise(
     reference=_learned_log_variance_reference,
     make_trials=_learned_log_variance_trials,
     mistakes={
-        "used v itself as the weight: the network's v lies in [−1, 1]; the weight of log β_t is (v + 1) / 2":
+        Bilingual("used v itself as the weight: the network's v lies in [−1, 1]; the weight of log β_t is (v + 1) / 2",
+                  "直接把 v 当作了权重：网络输出的 v 在 [−1, 1] 之间，log β_t 的权重是 (v + 1) / 2"):
             _learned_log_variance_with(lambda v: v),
-        "interpolated the variances: Nichol and Dhariwal interpolate the log-variances, "
-        "log σ² = w log β_t + (1 − w) log β̃_t": _learned_log_variance_with(lambda v: (v + 1) / 2, interpolate_logs=False),
-        "swapped β_t and β̃_t: v = 1 means σ_t² = β_t (the upper end), v = −1 means β̃_t":
+        Bilingual("interpolated the variances: Nichol and Dhariwal interpolate the log-variances, "
+                  "log σ² = w log β_t + (1 − w) log β̃_t",
+                  "对方差做了插值：Nichol 和 Dhariwal 插值的是对数方差，log σ² = w log β_t + (1 − w) log β̃_t"):
+            _learned_log_variance_with(lambda v: (v + 1) / 2, interpolate_logs=False),
+        Bilingual("swapped β_t and β̃_t: v = 1 means σ_t² = β_t (the upper end), v = −1 means β̃_t",
+                  "β_t 与 β̃_t 对调了：v = 1 对应 σ_t² = β_t（上端），v = −1 对应 β̃_t"):
             _learned_log_variance_with(lambda v: (v + 1) / 2, swap=True),
     },
 )

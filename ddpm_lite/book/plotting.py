@@ -1,4 +1,5 @@
-"""Small helpers the book's chapters share: notebook setup, glued numbers, image grids and animations of them.
+"""Small helpers the book's chapters share: notebook setup and its language, glued numbers, image grids and
+animations of them, source listings.
 
 matplotlib is imported inside the functions that draw, so importing this module stays light.
 """
@@ -8,6 +9,8 @@ import math
 import os
 import random
 import re
+
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -26,13 +29,70 @@ _OWNER, _REPO = REPOSITORY_URL.rstrip("/").split("/")[-2:]
 BOOK_URL = f"https://{_OWNER}.github.io/{_REPO}"  # where .github/workflows/book.yml publishes the built book
 
 
-def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
+# ------------------------------------------------------------------------------------------------ the language
+LANGUAGES = ("en", "zh_CN")  # the book's editions: English at the site's root, Chinese under zh/
+_language = "en"  # the one setting: setup_notebook(lang=...) sets it for the rest of the session
+
+
+def language() -> str:
+    """The language the chapter chose in :func:`setup_notebook` ("en" or "zh_CN"): the Colab note and the exercise
+    graders' messages (``book.checks``) speak it. Code, its comments and other printed output stay English."""
+    return _language
+
+
+def set_language(lang: str) -> str:
+    """Set the session's language (one of LANGUAGES) and return it; :func:`setup_notebook` calls it."""
+    global _language
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}: choose one of {', '.join(map(repr, LANGUAGES))}")
+    _language = lang
+    return lang
+
+
+@dataclass(frozen=True)
+class Bilingual:
+    """One sentence written once in both editions' languages; ``str()`` gives it in the session's :func:`language`.
+
+    Either text may hold ``str.format`` fields, filled in both by :meth:`format`.
+    """
+
+    en: str
+    zh: str
+
+    def __str__(self) -> str:
+        return self.zh if _language == "zh_CN" else self.en
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __add__(self, other: Bilingual) -> Bilingual:
+        return Bilingual(self.en + other.en, self.zh + other.zh)
+
+    def format(self, *args, **kwargs) -> Bilingual:
+        """Both texts with their fields filled in; a Bilingual argument fills each text with its own language."""
+        def pick(value, lang):
+            return getattr(value, lang) if isinstance(value, Bilingual) else value
+
+        return Bilingual(*(getattr(self, lang).format(*(pick(a, lang) for a in args),
+                                                      **{k: pick(v, lang) for k, v in kwargs.items()})
+                           for lang in ("en", "zh")))
+
+    @classmethod
+    def of(cls, text: str | Bilingual) -> Bilingual:
+        """A Bilingual as it is; a plain str (a reader's own text) the same in both languages."""
+        return text if isinstance(text, Bilingual) else cls(str(text), str(text))
+
+
+# -------------------------------------------------------------------------------------------- the notebook's setup
+def setup_notebook(seed: int = 0, chapter: str | None = None, lang: str = "en") -> torch.device:
     """Seed every random number generator once, at the top of a chapter, and pick the device the chapter passes on.
 
     Returns cuda when a GPU is present (Colab), else cpu; on CPU, torch uses every core it may. In Colab it also
     prints what a reader there needs (:func:`colab_note`): the device, where the book's model is cached, and how
     the book's cross-references look in a notebook. chapter: the notebook's name, for the link to its page.
+    lang: "en" or "zh_CN" (the Chinese edition's notebooks); sets :func:`language` for the rest of the session.
     """
+    set_language(lang)
     random.seed(seed)
     torch.manual_seed(seed)
     device = default_device()  # cuda or cpu
@@ -43,22 +103,48 @@ def setup_notebook(seed: int = 0, chapter: str | None = None) -> torch.device:
     return device
 
 
-def colab_note(device: torch.device, chapter: str | None = None) -> str:
-    """What the setup cell tells a Colab reader: device, cache, Drive, and the book's syntax they will see raw."""
+def colab_note(device: torch.device, chapter: str | None = None, lang: str | None = None) -> str:
+    """What the setup cell tells a Colab reader: device, cache, Drive, and the book's syntax they will see raw.
+
+    lang: "en" or "zh_CN"; None: the session's :func:`language`. The link goes to the chapter's page in that
+    language's edition (the Chinese one lives under zh/ of the site).
+    """
     from .. import __version__
 
+    lang = language() if lang is None else lang
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}: choose one of {', '.join(map(repr, LANGUAGES))}")
+    zh = lang == "zh_CN"
     if device.type == "cuda":
-        hardware = f"a GPU ({torch.cuda.get_device_name(device)}): every model, sampler and training run uses it."
+        name = torch.cuda.get_device_name(device)
+        hardware = (f"GPU（{name}）：本章的模型、采样器和训练都在它上面运行。" if zh else
+                    f"a GPU ({name}): every model, sampler and training run uses it.")
     else:
-        hardware = ("no GPU: this chapter runs on the CPU, more slowly. For a GPU: Runtime > Change runtime type > "
+        hardware = ("没有 GPU，本章在 CPU 上运行，会慢一些。如需 GPU：依次选择 Runtime > Change runtime type > "
+                    "T4 GPU，然后重新运行本 notebook。" if zh else
+                    "no GPU: this chapter runs on the CPU, more slowly. For a GPU: Runtime > Change runtime type > "
                     "T4 GPU, then run the notebook again.")
     cache = _io.default_cache_dir()
-    if _io.COLAB_DRIVE in cache.parents:
-        keep = "Google Drive is mounted, so the next runtime finds the model there."
+    drive_mounted = _io.COLAB_DRIVE in cache.parents
+    if zh:
+        keep = ("Google Drive 已挂载，下一个运行时会直接在那里找到模型。" if drive_mounted else
+                "每个新的运行时都要重新训练一次。若想保留模型，请在运行本单元格之前挂载 Google Drive"
+                "（from google.colab import drive; drive.mount('/content/drive')），然后重新运行本单元格。")
     else:
-        keep = ("Each new runtime trains it again. To keep it, mount Google Drive before this cell "
+        keep = ("Google Drive is mounted, so the next runtime finds the model there." if drive_mounted else
+                "Each new runtime trains it again. To keep it, mount Google Drive before this cell "
                 "(from google.colab import drive; drive.mount('/content/drive')) and run this cell again.")
-    page = f"{BOOK_URL}/book/{chapter}.html" if chapter else f"{BOOK_URL}/"
+    edition = f"{BOOK_URL}/zh/" if zh else f"{BOOK_URL}/"
+    page = f"{edition}book/{chapter}.html" if chapter else edition
+    if zh:
+        return "\n".join([
+            f"ddpm_lite {__version__}，运行于 {device.type}：{hardware}",
+            f"本书的数字生成模型在第一次使用时训练（会显示进度条），并缓存在 {cache}。{keep}",
+            "本 notebook 是书中的一章：{eq}`name` 标记一个带编号的公式，{cite}`key` 标记一篇参考文献，"
+            "{glue:text}`name` 标记一个由代码算出的数，它在计算它的单元格下方以 'name = value' 的形式打印出来。",
+            "代码、代码注释和打印的输出保持英文；练习的判定信息（book.checks）为中文。",
+            f"同一页面（公式已编号、参考文献已解析）：{page}",
+        ])
     return "\n".join([
         f"ddpm_lite {__version__} on {device.type}: {hardware}",
         f"The book's digits model is trained on first use (a progress bar shows it) and cached in {cache}. {keep}",
@@ -255,12 +341,29 @@ def show(fig=None, scroll: bool = False) -> None:
     plt.show()
 
 
+# A Sphinx cross-reference role in a docstring, :func:`name`, :meth:`~pkg.Class.name`, :class:`title <target>`
+_ROLE = re.compile(r":(?:py:)?(?:func|meth|class|mod|attr|data|obj|exc|const|ref|doc):`(~?)([^`<]*?)\s*(?:<([^`>]*)>)?`")
+
+
+def plain_roles(text: str) -> str:
+    """Docstring text as a reader of a listing wants it: ``:func:`x` `` becomes `x`.
+
+    ``~pkg.mod.name`` shows its last part, ``title <target>`` its title, as Sphinx renders them on the API page.
+    """
+    def plain(match):
+        tilde, name, _target = match.groups()  # with a title, the name shown is the title
+        return f"`{name.rsplit('.', 1)[-1] if tilde else name}`"
+
+    return _ROLE.sub(plain, text)
+
+
 def show_source(obj, fold_after: int = 30) -> None:
     """Display the source of a function, class or method of ddpm_lite, highlighted, under a line naming its lines.
 
     A listing of at most ``fold_after`` lines shows open; a longer one is folded behind that line (click to open),
     so that a chapter shows the code it discusses without a page of scrolling. The book and Colab show the HTML; a
-    plain console prints the source.
+    plain console prints the source. A decorated function (``@torch.no_grad()``) is listed, and its file named,
+    as written; its docstring's Sphinx roles show as plain names (:func:`plain_roles`), as on the API page.
     """
     import html
     import inspect
@@ -272,8 +375,9 @@ def show_source(obj, fold_after: int = 30) -> None:
     from pygments.formatters import HtmlFormatter
     from pygments.lexers import PythonLexer
 
+    obj = inspect.unwrap(obj)  # a decorator's wrapper lives in the decorator's file (torch's _contextlib.py)
     lines, first = inspect.getsourcelines(obj)
-    code = textwrap.dedent("".join(lines))
+    code = plain_roles(textwrap.dedent("".join(lines)))
     where = f"{Path(inspect.getsourcefile(obj)).name}, lines {first}–{first + len(lines) - 1}"
     body = highlight(code, PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
     opened = " open" if len(lines) <= fold_after else ""
