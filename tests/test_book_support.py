@@ -135,3 +135,43 @@ def test_outside_colab_the_setup_prints_nothing(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     assert book.setup_notebook(seed=0, chapter="sampling").type in ("cpu", "cuda")
     assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------------------------------------- the language
+@pytest.fixture
+def english_afterwards():
+    from ddpm_lite import book
+
+    yield
+    book.set_language("en")
+
+
+def test_the_chinese_notebooks_setup_sets_the_language_and_links_the_chinese_page(colab, capsys, english_afterwards):
+    from ddpm_lite import book
+
+    device = book.setup_notebook(seed=0, chapter="sampling", lang="zh_CN")  # what book/zh/<chapter>.ipynb calls
+    assert book.language() == "zh_CN"
+    note = capsys.readouterr().out
+    assert f"{book.BOOK_URL}/zh/book/sampling.html" in note and f"{book.BOOK_URL}/book/" not in note
+    assert f"ddpm_lite {ddpm_lite.__version__}，运行于 {device.type}" in note
+    assert "没有 GPU" in note and "Change runtime type" in note and "drive.mount" in note
+    assert "{eq}`name`" in note and "{cite}`key`" in note and "{glue:text}`name`" in note
+    chinese = sum("\u4e00" <= ch <= "\u9fff" for ch in note)
+    assert chinese > 100  # the prose of the note is Chinese, not English with a Chinese word or two
+    colab.mkdir()
+    assert "Google Drive 已挂载" in book.colab_note(device, "sampling")
+    assert book.colab_note(device, "sampling", lang="en").endswith(f"{book.BOOK_URL}/book/sampling.html")
+    assert book.colab_note(device, None).endswith(f"{book.BOOK_URL}/zh/")
+    book.setup_notebook(seed=0, chapter="sampling")  # the English edition's setup sets English again
+    assert book.language() == "en" and f"{book.BOOK_URL}/book/sampling.html" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lang", ["zh", "de", "", None])
+def test_an_unknown_language_is_refused_in_one_line_naming_the_valid_ones(lang, english_afterwards):
+    from ddpm_lite import book
+
+    with pytest.raises(ValueError) as error:
+        book.setup_notebook(seed=0, lang=lang)
+    message = str(error.value)
+    assert "\n" not in message and "'en'" in message and "'zh_CN'" in message
+    assert book.language() == "en"  # the setting is unchanged

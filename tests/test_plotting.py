@@ -1,5 +1,6 @@
 """ddpm_lite.book.plotting: the grid's layout, the animation, source_line, glue."""
 import inspect
+import re
 import sys
 
 import matplotlib
@@ -117,3 +118,39 @@ def test_show_source_folds_a_long_listing_and_keeps_a_short_one_open(monkeypatch
     assert long["text/plain"].startswith("def training_losses(")  # dedented source for a plain console
     lines, first = inspect.getsourcelines(dl.timestep_embedding)
     assert f"lines {first}–{first + len(lines) - 1}" in short["text/html"]
+
+
+def test_show_source_of_a_decorated_function_names_its_own_file_and_lines(monkeypatch):
+    """calc_bpd_loop is wrapped by @torch.no_grad(): the header names diffusion.py, not torch's _contextlib.py."""
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    wrapped = dl.GaussianDiffusion.calc_bpd_loop
+    assert inspect.unwrap(wrapped) is not wrapped  # still decorated, or this test tests nothing
+    book.show_source(wrapped)
+    lines, first = inspect.getsourcelines(inspect.unwrap(wrapped))
+    html = shown[0]["text/html"]
+    assert f"diffusion.py, lines {first}–{first + len(lines) - 1}" in html and "_contextlib" not in html
+    assert "<code>GaussianDiffusion.calc_bpd_loop</code>" in html
+
+
+def test_show_source_shows_docstring_roles_as_plain_names(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    book.show_source(dl.GaussianDiffusion.training_losses)  # its docstring cites :func:`~ddpm_lite.training.train`
+    assert ":func:" in inspect.getsource(dl.GaussianDiffusion.training_losses)
+    plain = shown[0]["text/plain"]
+    assert "`train`" in plain and not re.search(r":(func|meth|class):`", plain + shown[0]["text/html"])
+    assert plain.count("\n") == inspect.getsource(dl.GaussianDiffusion.training_losses).count("\n")  # lines kept
+
+
+@pytest.mark.parametrize("text, shown", [
+    (":func:`~ddpm_lite.training.train`", "`train`"),
+    (":class:`SpacedModel`", "`SpacedModel`"),
+    (":meth:`GaussianDiffusion.q_sample`", "`GaussianDiffusion.q_sample`"),
+    (":py:func:`x`", "`x`"),
+    (":func:`the check <ddpm_lite.book.checks.check_q_sample>`", "`the check`"),
+    ("see :mod:`ddpm_lite.book.checks` and ``x_t``", "see `ddpm_lite.book.checks` and ``x_t``"),
+    ("no role `here`", "no role `here`"),
+])
+def test_plain_roles_renders_them_as_sphinx_shows_them(text, shown):
+    assert book.plain_roles(text) == shown

@@ -120,8 +120,8 @@ def colab_note(device: torch.device, chapter: str | None = None, lang: str | Non
         hardware = (f"GPU（{name}）：本章的模型、采样器和训练都在它上面运行。" if zh else
                     f"a GPU ({name}): every model, sampler and training run uses it.")
     else:
-        hardware = ("没有 GPU，本章在 CPU 上运行，会慢一些。如需 GPU：依次选择 Runtime > Change runtime type > "
-                    "T4 GPU，然后重新运行本 notebook。" if zh else
+        hardware = ("没有 GPU，本章在 CPU 上运行，会慢一些。如需 GPU：依次选择 代码执行程序 > 更改运行时类型 > "
+                    "T4 GPU（英文界面：Runtime > Change runtime type），然后重新运行本 notebook。" if zh else
                     "no GPU: this chapter runs on the CPU, more slowly. For a GPU: Runtime > Change runtime type > "
                     "T4 GPU, then run the notebook again.")
     cache = _io.default_cache_dir()
@@ -139,10 +139,10 @@ def colab_note(device: torch.device, chapter: str | None = None, lang: str | Non
     if zh:
         return "\n".join([
             f"ddpm_lite {__version__}，运行于 {device.type}：{hardware}",
-            f"本书的数字生成模型在第一次使用时训练（会显示进度条），并缓存在 {cache}。{keep}",
+            f"本书的手写数字模型在第一次使用时训练（会显示进度条），并缓存在 {cache} 中。{keep}",
             "本 notebook 是书中的一章：{eq}`name` 标记一个带编号的公式，{cite}`key` 标记一篇参考文献，"
             "{glue:text}`name` 标记一个由代码算出的数，它在计算它的单元格下方以 'name = value' 的形式打印出来。",
-            "代码、代码注释和打印的输出保持英文；练习的判定信息（book.checks）为中文。",
+            "代码、代码注释和其他打印输出保持英文；练习的判定信息（book.checks）为中文。",
             f"同一页面（公式已编号、参考文献已解析）：{page}",
         ])
     return "\n".join([
