@@ -13,7 +13,14 @@ For each page listed in _toc.yml it reports, one line per problem, naming the pa
 - an untranslated MyST role ({eq}`...`, {cite}`...`, {glue:text}`...`, ...) or substitution in the text;
 - a cross-reference label shown as text (code included), or Sphinx's marker of an unresolved reference;
 - a footer without "Built with ddpm_lite <version>", the version read from the package.
-It saves full-page screenshots (1280 px wide) of the chapters given by --screenshot.
+When the site holds the Chinese edition (HTML/zh/, built by .ci/i18n.py), every page of it is checked the same way
+(its Colab links must open book/zh/<chapter>.ipynb), and besides:
+- each page's language link must land on the same page of the other edition, both ways;
+- the equation numbers of a page must be the same in both editions;
+- no English paragraph may be left on a zh page: a block of prose (outside code, math, the API page's docstrings
+  and the bibliography) with at least ENGLISH_WORDS English words and no Chinese character is reported;
+- the search page of each edition must find a term of that edition ("forward process", 前向过程).
+It saves full-page screenshots (1280 px wide) of the chapters given by --screenshot (and of their zh pages).
 
 Usage: python .ci/browser_check.py BUILD_HTML_DIR [--source ROOT] [--screenshots DIR] [--screenshot CHAPTER ...]
 exits 1 with one line per problem.
@@ -36,6 +43,12 @@ SCREENSHOT_WIDTH = 1280
 SCREENSHOTS = ("forward_process", "sampling")
 VERSION_LINE = "Built with ddpm_lite {version}"
 MATHJAX_TIMEOUT_MS = 30_000
+ZH = "zh"  # the Chinese edition's folder in the site
+# Measured on the first complete zh build: the longest all-English block left in the prose of a zh page was a
+# proper name or a table cell of at most 4 words (e.g. "DPM-Solver++(2M), 20 evaluations"); an untranslated
+# sentence has far more. A block of this many English words and no Chinese character is an untranslated paragraph.
+ENGLISH_WORDS = 7
+SEARCHES = {"": "forward process", ZH: "前向过程"}
 
 RAW_TEX = re.compile(r"\\\(|\\\[|\$\$")
 ROLE = re.compile(r"\{[a-zA-Z][\w:.+-]*\}`[^`]*`?")
@@ -88,7 +101,30 @@ PAGE_STATE = """async (timeoutMs) => {
     prose,
     text: all,
     footer: document.body.innerText,
+    languageLinks: [...document.querySelectorAll(".ddpm-lite-language a")].map(a => a.href),
+    equationNumbers: [...document.querySelectorAll("span.eqno")].map(e => e.firstChild ? e.firstChild.textContent.trim() : ""),
+    // blocks of the article's prose, for the zh edition's check that nothing is left in English
+    blocks: [...document.querySelectorAll("article p, article li, article td, article th, article h1, article h2, " +
+                                          "article h3, article dt, article dd, article caption, article figcaption")]
+      .filter(el => !el.closest("pre, code, .highlight, dl.py, .cell_output, .output, .bibliography, " +
+                                 "div.citation, .ddpm-lite-language, .toctree-wrapper"))
+      .filter(el => !el.querySelector("p, li, td"))
+      .map(el => {
+        const copy = el.cloneNode(true);
+        copy.querySelectorAll("mjx-container, code, pre, .math, a.reference.external, cite").forEach(n => n.remove());
+        return copy.textContent.replace(/\s+/g, " ").trim();
+      }),
   };
+}"""
+
+SEARCH_STATE = """async () => {
+  for (let i = 0; i < 100; i++) {
+    const results = document.querySelectorAll("#search-results li, ul.search li");
+    const status = document.querySelector("#search-results p.search-summary, .search-summary");
+    if (results.length || (status && /0|no |did not/i.test(status.textContent) && i > 20)) return results.length;
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+  return document.querySelectorAll("#search-results li, ul.search li").length;
 }"""
 
 
@@ -172,10 +208,22 @@ def ids_in(path: Path) -> frozenset:
     return frozenset(parser.ids)
 
 
-def colab_link(repository_url: str, docname: str) -> str:
-    """The one Colab link a notebook chapter may show: its notebook on main."""
+def colab_link(repository_url: str, docname: str, edition: str = "") -> str:
+    """The one Colab link a notebook chapter may show: its notebook on main (for the zh edition, book/zh/...)."""
     owner_repo = urlsplit(repository_url).path.strip("/").removesuffix(".git")
+    if edition:
+        folder, _, stem = docname.rpartition("/")
+        docname = f"{folder}/{edition}/{stem}" if folder else f"{edition}/{stem}"
     return f"https://colab.research.google.com/github/{owner_repo}/blob/main/{docname}.ipynb"
+
+
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+ENGLISH_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def english_blocks(blocks: list[str], limit: int = ENGLISH_WORDS) -> list[str]:
+    """The prose blocks of a zh page that read as English: `limit` or more English words and no Chinese character."""
+    return [block for block in blocks if not CJK.search(block) and len(ENGLISH_WORD.findall(block)) >= limit]
 
 
 def short(text: str, limit: int = 80) -> str:
@@ -188,7 +236,7 @@ def around(text: str, match: re.Match, width: int = 40) -> str:
 
 
 def page_problems(name: str, source: Path, state: dict, root: Path, base: str, labels: dict,
-                  repository_url: str, version: str) -> list[str]:
+                  repository_url: str, version: str, edition: str = "") -> list[str]:
     """The problems of one loaded page (state: what PAGE_STATE returned), each a line without the page name."""
     found = []
     if state["mathjax"] not in ("done", "absent"):
@@ -209,15 +257,21 @@ def page_problems(name: str, source: Path, state: dict, root: Path, base: str, l
         if target is not None and not target.is_file():
             found.append(f"missing embedded file {src}")
 
-    expected = colab_link(repository_url, name)
+    expected = colab_link(repository_url, name, edition)
     colab = sorted({url for _, url in state["links"] if urlsplit(url).hostname == "colab.research.google.com"})
     if source.suffix == ".ipynb" and expected not in colab:
         found.append(f"no Colab launch link to {expected}")
     for url in colab:
         if url != expected or source.suffix != ".ipynb":
-            found.append(f"Colab link {url} is not this chapter's notebook on main"
+            found.append(f"Colab link {url} is not this chapter's {'zh ' if edition else ''}notebook on main"
                          + (f" ({expected})" if source.suffix == ".ipynb" else " (this page has no notebook)"))
 
+    other = f"{base.removesuffix('/' + edition)}/{name}.html" if edition else f"{base}/{ZH}/{name}.html"
+    if (root / ZH / "index.html").is_file() and state["languageLinks"] != [other]:
+        found.append(f"the language link goes to {state['languageLinks']}, not to this page in the other edition ({other})")
+    if edition:
+        for block in english_blocks(state["blocks"]):
+            found.append(f"English paragraph left in the zh edition: {short(block)!r}")
     for href, url in state["links"]:
         target = _local_file(url, root, base)
         if target is None:
@@ -318,26 +372,42 @@ def check(html: Path, source: Path, screenshots: Path | None = None, shots=SCREE
         page = context.new_page()
         missing = []
         page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
-        for name, path in pages:
-            where = f"{name}.html"
-            if not (html / where).is_file():
-                found.append(f"{where}: not built (listed in _toc.yml as {name})")
+        editions = [""] + ([ZH] if (html / ZH / "index.html").is_file() else [])
+        numbers = {}
+        for edition in editions:
+            prefix = f"{edition}/" if edition else ""
+            for name, path in pages:
+                where = f"{prefix}{name}.html"
+                if not (html / where).is_file():
+                    found.append(f"{where}: not built (listed in _toc.yml as {name})")
+                    continue
+                outside.clear()
+                missing.clear()
+                page.goto(f"{server.base}/{where}", wait_until="load")
+                state = page.evaluate(PAGE_STATE, MATHJAX_TIMEOUT_MS)
+                numbers[edition, name] = state["equationNumbers"]
+                lines = page_problems(name, path, state, html, server.base + (f"/{edition}" if edition else ""),
+                                      labels, repository_url, version, edition)
+                lines += [f"tried the network: {url}" for url in dict.fromkeys(outside)]
+                lines += [f"missing file {url.removeprefix(server.base + '/')}" for url in dict.fromkeys(missing)
+                          if not url.endswith("/favicon.ico")]
+                found += [f"{where}: {line}" for line in lines]
+                stem = name.rsplit("/", 1)[-1]
+                if screenshots is not None and stem in shots:
+                    screenshots.mkdir(parents=True, exist_ok=True)
+                    shot = screenshots / f"{stem}{'-' + edition if edition else ''}.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    print(f"screenshot of {where} ({SCREENSHOT_WIDTH} px wide): {shot}")
+            query = SEARCHES[edition]
+            if not (html / prefix / "search.html").is_file():  # Sphinx always writes it; a hand-made test site may not
                 continue
-            outside.clear()
-            missing.clear()
-            page.goto(f"{server.base}/{where}", wait_until="load")
-            state = page.evaluate(PAGE_STATE, MATHJAX_TIMEOUT_MS)
-            lines = page_problems(name, path, state, html, server.base, labels, repository_url, version)
-            lines += [f"tried the network: {url}" for url in dict.fromkeys(outside)]
-            lines += [f"missing file {url.removeprefix(server.base + '/')}" for url in dict.fromkeys(missing)
-                      if not url.endswith("/favicon.ico")]
-            found += [f"{where}: {line}" for line in lines]
-            stem = name.rsplit("/", 1)[-1]
-            if screenshots is not None and stem in shots:
-                screenshots.mkdir(parents=True, exist_ok=True)
-                shot = screenshots / f"{stem}.png"
-                page.screenshot(path=str(shot), full_page=True)
-                print(f"screenshot of {where} ({SCREENSHOT_WIDTH} px wide): {shot}")
+            page.goto(f"{server.base}/{prefix}search.html?q={query}", wait_until="load")
+            if not page.evaluate(SEARCH_STATE):
+                found.append(f"{prefix}search.html: searching {query!r} finds no page")
+        for name, _ in pages if ZH in editions else []:
+            if (ZH, name) in numbers and ("", name) in numbers and numbers[ZH, name] != numbers["", name]:
+                found.append(f"{ZH}/{name}.html: equation numbers {numbers[ZH, name]} differ from the English "
+                             f"page's {numbers['', name]}")
         browser.close()
     return found
 
@@ -360,7 +430,8 @@ def main(argv=None) -> int:
         print(f"{html}: no index.html; build the book first (make book-strict)")
         return 1
     found = check(html, source, args.screenshots or html.parent / "screenshots", args.screenshot or SCREENSHOTS)
-    print("\n".join(found) or f"browser checks passed: {len(chapters(source))} pages")
+    editions = 2 if (html / ZH / "index.html").is_file() else 1
+    print("\n".join(found) or f"browser checks passed: {len(chapters(source))} pages in {editions} edition(s)")
     return 1 if found else 0
 
 

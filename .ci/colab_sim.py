@@ -334,14 +334,19 @@ def check_glue(chapter: Chapter, nb) -> None:
                          "digits: format it where it is glued")
 
 
+def run_name(notebook: Path) -> str:
+    """forward_process.ipynb, or zh-forward_process.ipynb for the Chinese edition's book/zh/forward_process.ipynb."""
+    return f"{notebook.parent.name}-{notebook.name}" if notebook.parent.name == "zh" else notebook.name
+
+
 def run_chapter(notebook: Path, args, venv: Path, site: Path, gitconfig: Path, scratch: Path,
                 forbidden: dict[str, Path]) -> Chapter:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    chapter = Chapter(notebook.name)
-    runtime = scratch / notebook.stem
+    chapter = Chapter(run_name(notebook))
+    runtime = scratch / Path(chapter.name).stem
     workdir, home = runtime / "content", runtime / "home"
     workdir.mkdir(parents=True)
     startup = home / ".ipython" / "profile_default" / "startup"
@@ -388,7 +393,7 @@ def run_chapter(notebook: Path, args, venv: Path, site: Path, gitconfig: Path, s
     chapter.seconds = time.perf_counter() - start
     check_glue(chapter, nb)
     args.out.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, args.out / notebook.name)
+    nbformat.write(nb, args.out / chapter.name)
     return chapter
 
 

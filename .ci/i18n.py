@@ -160,7 +160,12 @@ def write_catalog(domain: str, catalog) -> None:
 
 def merged(domain: str, template):
     """The catalog of `domain` brought up to the English `template`, without writing it."""
-    catalog = read_catalog(domain)
+    return merge(read_catalog(domain), template)
+
+
+def merge(catalog, template):
+    """`catalog` updated to `template` (babel, as msgmerge): a new message empty, a changed one fuzzy, a gone one
+    dropped; a message with nothing to translate (an equation) gets itself as its translation."""
     catalog.update(template, update_creation_date=False)
     for message in catalog:
         if message.id and not message.string and language_neutral(message.id):
