@@ -12,7 +12,7 @@ time index off by one, a wrong sign, ...); if the reader's result matches one of
 Every check returns a :class:`CheckResult` (``passed``, ``message``); a function that raises, returns the
 wrong shape or returns NaN fails with a one-sentence message instead of an exception.
 
-Every message is written once in both of the book's languages, as a :class:`~ddpm_lite.book.plotting.Bilingual`
+Every message is written once in both of the book's languages, as a :class:`~ddpm_lite.book.Bilingual`
 pair, and shows in the one the chapter chose: ``book.setup_notebook(lang="zh_CN")`` makes every grader speak
 Chinese (``book.language()``); code names, formulas and numbers read the same in both.
 
@@ -40,7 +40,6 @@ from ..schedules import NoiseSchedule, extract
 from .plotting import Bilingual
 
 __all__ = [
-    "Bilingual",
     "CheckResult",
     "MESSAGES",
     "Exercise",

@@ -346,7 +346,8 @@ _ROLE = re.compile(r":(?:py:)?(?:func|meth|class|mod|attr|data|obj|exc|const|ref
 
 
 def plain_roles(text: str) -> str:
-    """Docstring text as a reader of a listing wants it: ``:func:`x` `` becomes `x`.
+    """Docstring text as a reader of a listing wants it: a Sphinx role (func, meth, class, ...) around a name
+    becomes the bare name in single backquotes.
 
     ``~pkg.mod.name`` shows its last part, ``title <target>`` its title, as Sphinx renders them on the API page.
     """
@@ -363,7 +364,7 @@ def show_source(obj, fold_after: int = 30) -> None:
     A listing of at most ``fold_after`` lines shows open; a longer one is folded behind that line (click to open),
     so that a chapter shows the code it discusses without a page of scrolling. The book and Colab show the HTML; a
     plain console prints the source. A decorated function (``@torch.no_grad()``) is listed, and its file named,
-    as written; its docstring's Sphinx roles show as plain names (:func:`plain_roles`), as on the API page.
+    as written; the Sphinx roles in its docstring show as plain names (:func:`plain_roles`).
     """
     import html
     import inspect
