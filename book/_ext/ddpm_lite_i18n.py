@@ -4,6 +4,9 @@
   <link rel="alternate" hreflang> in the head), by a relative URL, so the link works offline and on any host.
 * On zh pages the Colab button opens the Chinese notebook, book/zh/<chapter>.ipynb, which .ci/i18n.py generates from
   the English notebook and the catalogs.
+* Search finds Chinese words in the zh edition. Sphinx's Chinese index cuts the text into words with jieba, but its
+  search page cannot cut a query (Chinese has no spaces), so a query such as 前向过程 matches nothing; here the
+  index also holds every pair of adjacent Chinese characters, and the search page cuts a query into such pairs.
 * {glue:text} roles keep working inside translated paragraphs. Sphinx parses a translated message as a separate
   small document, after myst-nb has closed the notebook, so a plain {glue:text}`key` finds no value there; in such a
   document the role reads the key from the page's own notebook, as myst-nb's `page.ipynb::key` form does.
@@ -12,7 +15,10 @@ Wired in _config.yml (local_extensions). .ci/browser_check.py follows every lang
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from sphinx.search.zh import SearchChinese
 
 ZH = "zh_CN"
 ZH_DIR = "zh"  # the zh edition's folder in the deployed site, and book/zh/ for its notebooks
@@ -47,6 +53,36 @@ def zh_colab_buttons(app, pagename, templatename, context, doctree) -> None:
                 button["url"] = f"{head}/book/{ZH_DIR}/{name}"
 
 
+CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]{2,}")
+
+# The query, cut as the index below is: Latin words whole, each run of Chinese characters into adjacent pairs.
+SPLIT_QUERY_JS = r"""
+function splitQuery(query) {
+  const terms = [];
+  for (const word of query.split(/[^\p{Letter}\p{Number}_]+/u).filter(w => w)) {
+    for (const run of word.split(/([\u3400-\u9fff\uf900-\ufaff]+)/u).filter(w => w)) {
+      if (/^[\u3400-\u9fff\uf900-\ufaff]{2,}$/u.test(run)) {
+        for (let i = 0; i + 1 < run.length; i++) terms.push(run.slice(i, i + 2));
+      } else {
+        terms.push(run);
+      }
+    }
+  }
+  return terms;
+}
+"""
+
+
+class SearchChineseByPairs(SearchChinese):
+    """Sphinx's Chinese search index (jieba's words), plus every pair of adjacent Chinese characters."""
+
+    js_splitter_code = SPLIT_QUERY_JS
+
+    def split(self, input: str) -> list[str]:
+        pairs = [run[i:i + 2] for run in CJK_RUN.findall(input) for i in range(len(run) - 1)]
+        return super().split(input) + pairs
+
+
 def _patch_glue_roles() -> None:
     """In a translated message, {glue:text}`key` reads `key` from the page's own notebook, as `page.ipynb::key` would."""
     from myst_nb.ext.glue import roles
@@ -67,6 +103,7 @@ def _patch_glue_roles() -> None:
 
 def setup(app):
     _patch_glue_roles()
+    app.add_search_language(SearchChineseByPairs)  # lang "zh": the zh_CN edition's index
     app.connect("html-page-context", add_language_link)
     app.connect("html-page-context", zh_colab_buttons, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
