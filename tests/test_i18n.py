@@ -195,3 +195,21 @@ def test_each_glossary_term_is_used_in_a_zh_page_wherever_its_english_is():
             if used and zh not in chinese:
                 missing.append(f"{po.stem}: uses {used[0]!r} but its translation never says {zh}")
     assert not missing, "\n".join(missing)
+
+
+def test_chinese_figure_text_would_not_render_with_matplotlibs_default_font():
+    """Why the figures keep their text in English in both editions: matplotlib's default font (DejaVu Sans, the one
+    a Colab runtime uses too) has no Chinese glyphs, whatever fonts the system has; a zh label draws empty boxes."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context(matplotlib.rcParamsDefault), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig, ax = plt.subplots()
+        ax.set_title("前向过程")
+        fig.canvas.draw()
+        plt.close(fig)
+    assert any("missing from font" in str(w.message) for w in caught)
