@@ -147,6 +147,10 @@ def write_catalog(domain: str, catalog) -> None:
     from babel.messages.pofile import write_po
 
     catalog.project, catalog.version, catalog.fuzzy = "ddpm_lite", "", False
+    catalog.header_comment = (f"# The Chinese edition of the ddpm_lite book: {domain}.\n"
+                              "# Kept with .ci/i18n.py (README.md, \"The Chinese edition\"); one message per paragraph.")
+    catalog.last_translator = catalog.language_team = "the ddpm_lite authors"
+    catalog.msgid_bugs_address = ""
     for message in catalog:
         message.flags = {"fuzzy"} & set(message.flags)  # not babel's guessed python-format flags
     buffer = io.BytesIO()
