@@ -710,7 +710,7 @@ def _p_sample_step_with(scale: str | None = "alphas", root_noise: bool = True, s
 
 P_SAMPLE_STEP = Exercise(
     name=Bilingual("one step of Algorithm 2 (ddpm_lite.sampling.p_sample without clipping)",
-                   "算法 2 的一步（不做截断的 ddpm_lite.sampling.p_sample）"),
+                   "算法 2 中反向过程的一步（不做截断的 ddpm_lite.sampling.p_sample）"),
     signature="fn(x_t, t, eps, z, schedule) -> x_{t-1}",
     reference=_p_sample_step_reference,
     make_trials=_p_sample_step_trials,

@@ -49,6 +49,10 @@ def set_language(lang: str) -> str:
     return lang
 
 
+_CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"  # CJK punctuation, ideographs, full-width forms
+_CJK_GAP = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])")
+
+
 @dataclass(frozen=True)
 class Bilingual:
     """One sentence written once in both editions' languages; ``str()`` gives it in the session's :func:`language`.
@@ -73,9 +77,9 @@ class Bilingual:
         def pick(value, lang):
             return getattr(value, lang) if isinstance(value, Bilingual) else value
 
-        return Bilingual(*(getattr(self, lang).format(*(pick(a, lang) for a in args),
-                                                      **{k: pick(v, lang) for k, v in kwargs.items()})
-                           for lang in ("en", "zh")))
+        en, zh = (getattr(self, lang).format(*(pick(a, lang) for a in args),
+                                             **{k: pick(v, lang) for k, v in kwargs.items()}) for lang in ("en", "zh"))
+        return Bilingual(en, _CJK_GAP.sub("", zh))  # a Chinese name filled in between Chinese words: no spaces
 
     @classmethod
     def of(cls, text: str | Bilingual) -> Bilingual:
