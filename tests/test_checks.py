@@ -279,6 +279,8 @@ def test_the_setup_switches_every_grader_and_english_comes_back(zh):
     assert result.message == "形状不对：应为 (5, 1, 4, 4)，实际为 (5, 4, 4)"
     assert checks.check_q_sample(None).message.startswith("需要一个函数 fn(x_start, t, noise, schedule) -> x_t")
     assert CJK.search(checks.check_ema_update(lambda e, w, d: 2 * e - w).message)  # the generic "wrong values"
+    p_sample_step = checks.EXERCISES["p_sample_step"]
+    assert "与算法 2 中反向过程的一步" in checks.check_p_sample_step(p_sample_step.reference).message  # no gap
     message = checks.check_posterior_mean(lambda x0, xt, t, s: q_sample.reference(x0, t, xt, s)).message
     assert CJK.search(message) and "{" not in message
     result = checks.check_normal_kl(lambda m1, l1, m2, l2: 2 * checks.normal_kl(m1, l1, m2, l2))
