@@ -778,8 +778,8 @@ TIMESTEP_EMBEDDING = Exercise(
     rtol=1e-4,
     atol=2e-4,  # float32 sines of arguments up to ~1000 radians
     mistakes={
-        Bilingual("put the cosines first: ddpm_lite (like improved-diffusion) concatenates [sin, cos]",
-                  "把余弦放在了前面：ddpm_lite（与 improved-diffusion 一样）按 [sin, cos] 的顺序拼接"):
+        Bilingual("cosines first: ddpm_lite (like improved-diffusion) concatenates [sin, cos], the sines first",
+                  "余弦放在了前面：ddpm_lite（与 improved-diffusion 一样）按 [sin, cos] 的顺序拼接，正弦在前"):
             _embedding_halves(lambda sin, cos: torch.cat([cos, sin], dim=1)),
         Bilingual("interleaved sines and cosines: ddpm_lite concatenates all sines, then all cosines",
                   "正弦与余弦交错排列了：ddpm_lite 先放全部正弦，再放全部余弦"):
