@@ -213,3 +213,34 @@ def test_chinese_figure_text_would_not_render_with_matplotlibs_default_font():
         fig.canvas.draw()
         plt.close(fig)
     assert any("missing from font" in str(w.message) for w in caught)
+
+
+def test_glued_numbers_show_in_a_translated_paragraph(tmp_path):
+    """myst-nb reads glue only while it parses the notebook; a translated paragraph is parsed later, on its own."""
+    from sphinx.application import Sphinx
+
+    (tmp_path / "conf.py").write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_nb', 'ddpm_lite_i18n']\nnb_execution_mode = 'off'\nlocale_dirs = ['locale/']\n"
+        "gettext_compact = False\n")
+    glued = {"output_type": "display_data", "data": {"application/papermill.record/text/plain": "3.14159"},
+             "metadata": {"scrapbook": {"mime_prefix": "application/papermill.record/", "name": "x"}}}
+    notebook = {"cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {},
+         "source": ["# Title\n", "\n", "Formatted {glue:text}`x:.2f`, plain {glue:text}`x`, any {glue:}`x`."]},
+        {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": 1, "outputs": [glued], "source": ["glue"]}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "index.ipynb").write_text(json.dumps(notebook))
+    po = tmp_path / "locale" / "zh_CN" / "LC_MESSAGES" / "index.po"
+    po.parent.mkdir(parents=True)
+    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+                  'msgid "Formatted {glue:text}`x:.2f`, plain {glue:text}`x`, any {glue:}`x`."\n'
+                  'msgstr "格式化 {glue:text}`x:.2f`，原样 {glue:text}`x`，任意 {glue:}`x`。"\n', encoding="utf-8")
+    app = Sphinx(tmp_path, tmp_path, tmp_path / "_build", tmp_path / "_doctrees", "html",
+                 confoverrides={"language": "zh_CN"}, status=None, warning=None, freshenv=True)
+    app.build()
+    page = (tmp_path / "_build" / "index.html").read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", page[page.index("格式化"):page.index("。")])
+    assert text == "格式化 3.14，原样 3.14159，任意 3.14159"
+    assert app.statuscode == 0

@@ -91,10 +91,13 @@ def _patch_glue_roles() -> None:
         if getattr(role.run, "ddpm_lite", False):
             continue
 
-        def run(self, _original=role.run):
+        def run(self, _original=role.run, _text_role=role is roles.PasteTextRole):
             if "nb_renderer" not in self.document and "::" not in self.text:
                 env = self.document.settings.env
-                self.text = f"{Path(env.doc2path(env.docname)).name}::{self.text}"
+                key = self.text
+                if _text_role and ":" not in key:  # {glue:text} splits its format off at the last ":"
+                    key += ":s"
+                self.text = f"{Path(env.doc2path(env.docname)).name}::{key}"
             return _original(self)
 
         run.ddpm_lite = True
