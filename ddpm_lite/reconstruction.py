@@ -140,7 +140,9 @@ def sdedit(
 
     With a clean image as the guide this is reconstruction from a noise level: small t returns the image, large t
     keeps only its coarse shape and at t = T-1 draws a new sample. With a rough sketch or a corrupted image as the
-    guide it pulls the guide onto the data manifold; t trades faithfulness for realism.
+    guide it returns a sample of the model that keeps the guide's coarse shape, so t trades faithfulness to the guide
+    for the model's realism (whether that helps a given guide is measured, not promised: the reconstruction chapter
+    finds no gain on its rough digits).
 
     x_guide: (B, ...) in [-1, 1]; t: one index 0 ... T-1 for the whole batch; steps: reverse steps (default t + 1,
     every step); noise: (B, ...) the eps of q(x_t | x_0). Returns x_0: (B, ...).
