@@ -112,7 +112,7 @@ PAGE_STATE = """async (timeoutMs) => {
       .map(el => {
         const copy = el.cloneNode(true);
         copy.querySelectorAll("mjx-container, code, pre, .math, a.reference.external, cite").forEach(n => n.remove());
-        return copy.textContent.replace(/\s+/g, " ").trim();
+        return copy.textContent.replace(/\\s+/g, " ").trim();
       }),
   };
 }"""
