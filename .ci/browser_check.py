@@ -17,8 +17,9 @@ When the site holds the Chinese edition (HTML/zh/, built by .ci/i18n.py), every 
 (its Colab links must open book/zh/<chapter>.ipynb), and besides:
 - each page's language link must land on the same page of the other edition, both ways;
 - the equation numbers of a page must be the same in both editions;
-- no English paragraph may be left on a zh page: a block of prose (outside code, math, the API page's docstrings
-  and the bibliography) with at least ENGLISH_WORDS English words and no Chinese character is reported;
+- no English paragraph may be left on a zh page: a block of prose (outside code, math, the API page's docstrings,
+  marked by book/_ext/ddpm_lite_i18n.py, and the bibliography) with at least ENGLISH_WORDS English words and no
+  Chinese character is reported;
 - the search page of each edition must find a term of that edition ("forward process", 前向过程).
 It saves full-page screenshots (1280 px wide) of the chapters given by --screenshot (and of their zh pages).
 
@@ -44,10 +45,11 @@ SCREENSHOTS = ("forward_process", "sampling")
 VERSION_LINE = "Built with ddpm_lite {version}"
 MATHJAX_TIMEOUT_MS = 30_000
 ZH = "zh"  # the Chinese edition's folder in the site
-# Measured on the first complete zh build: the longest all-English block left in the prose of a zh page was a
-# proper name or a table cell of at most 4 words (e.g. "DPM-Solver++(2M), 20 evaluations"); an untranslated
-# sentence has far more. A block of this many English words and no Chinese character is an untranslated paragraph.
-ENGLISH_WORDS = 7
+# Measured on the first complete zh build (2026-12-03, .ci/test-tree of `make test`): outside the API page's
+# docstrings (English by design), the longest block of a zh page with no Chinese character has 4 English words
+# (myst-nb's toggle "Show code cell content"; proper names and table cells are shorter). A block of this many English
+# words and no Chinese character is an untranslated paragraph.
+ENGLISH_WORDS = 5
 SEARCHES = {"": "forward process", ZH: "前向过程"}
 
 RAW_TEX = re.compile(r"\\\(|\\\[|\$\$")
@@ -107,7 +109,7 @@ PAGE_STATE = """async (timeoutMs) => {
     blocks: [...document.querySelectorAll("article p, article li, article td, article th, article h1, article h2, " +
                                           "article h3, article dt, article dd, article caption, article figcaption")]
       .filter(el => !el.closest("pre, code, .highlight, dl.py, .cell_output, .output, .bibliography, " +
-                                 "div.citation, .ddpm-lite-language, .toctree-wrapper"))
+                                 "div.citation, .ddpm-lite-language, .ddpm-lite-docstring, .toctree-wrapper"))
       .filter(el => !el.querySelector("p, li, td"))
       .map(el => {
         const copy = el.cloneNode(true);
@@ -312,8 +314,13 @@ class _Server:
             def log_message(self, *args):
                 pass
 
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                if not isinstance(sys.exc_info()[1], ConnectionError):  # the browser left a page mid-transfer
+                    super().handle_error(request, client_address)
+
         handler = functools.partial(Quiet, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = Server(("127.0.0.1", 0), handler)
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -244,3 +244,12 @@ def test_glued_numbers_show_in_a_translated_paragraph(tmp_path):
     text = re.sub(r"<[^>]+>", "", page[page.index("格式化"):page.index("。")])
     assert text == "格式化 3.14，原样 3.14159，任意 3.14159"
     assert app.statuscode == 0
+
+
+def test_english_blocks_are_those_without_chinese_and_with_enough_english_words():
+    bc = _load("ddpm_lite_browser_check", ROOT / ".ci" / "browser_check.py")
+    blocks = ["Show code cell content", "前向过程 (forward process) is fixed", "DPM-Solver++(2M)",
+              "The forward process is a fixed Markov chain that adds noise."]
+    assert bc.english_blocks(blocks) == ["The forward process is a fixed Markov chain that adds noise."]
+    assert bc.colab_link("https://github.com/o/r", "book/elbo", "zh") == \
+        "https://colab.research.google.com/github/o/r/blob/main/book/zh/elbo.ipynb"

@@ -7,6 +7,8 @@
 * Search finds Chinese words in the zh edition. Sphinx's Chinese index cuts the text into words with jieba, but its
   search page cannot cut a query (Chinese has no spaces), so a query such as 前向过程 matches nothing; here the
   index also holds every pair of adjacent Chinese characters, and the search page cuts a query into such pairs.
+* The API page's docstrings stay English in both editions (.ci/i18n.py leaves them out of the catalogs); their
+  paragraphs carry the class ddpm-lite-docstring, so that .ci/browser_check.py tells them from the page's own prose.
 * {glue:text} roles keep working inside translated paragraphs. Sphinx parses a translated message as a separate
   small document, after myst-nb has closed the notebook, so a plain {glue:text}`key` finds no value there; in such a
   document the role reads the key from the page's own notebook, as myst-nb's `page.ipynb::key` form does.
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from docutils import nodes
 
 from sphinx.search.zh import SearchChinese
 
@@ -104,9 +108,20 @@ def _patch_glue_roles() -> None:
         role.run = run
 
 
+DOCSTRING_CLASS = "ddpm-lite-docstring"
+
+
+def mark_docstrings(app, doctree, docname) -> None:
+    """Every text block autodoc took from a docstring (its source is ".../x.py:docstring of ...") gets the class."""
+    for node in doctree.findall(nodes.TextElement):
+        if node.source and "docstring of" in node.source:
+            node["classes"].append(DOCSTRING_CLASS)
+
+
 def setup(app):
     _patch_glue_roles()
     app.add_search_language(SearchChineseByPairs)  # lang "zh": the zh_CN edition's index
+    app.connect("doctree-resolved", mark_docstrings)
     app.connect("html-page-context", add_language_link)
     app.connect("html-page-context", zh_colab_buttons, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
