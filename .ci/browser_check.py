@@ -17,7 +17,7 @@ When the site holds the Chinese edition (HTML/zh/, built by .ci/i18n.py), every 
 (its Colab links must open book/zh/<chapter>.ipynb), and besides:
 - each page's language link must land on the same page of the other edition, both ways;
 - the equation numbers of a page must be the same in both editions;
-- no English paragraph may be left on a zh page: a block of prose (outside code, math, the API page's docstrings,
+- no English paragraph (nor a part caption in the sidebar) may be left on a zh page: a block of prose (outside code, math, the API page's docstrings,
   marked by book/_ext/ddpm_lite_i18n.py, and the bibliography) with at least ENGLISH_WORDS English words and no
   Chinese character is reported;
 - the search page of each edition must find a term of that edition ("forward process", 前向过程).
@@ -104,6 +104,7 @@ PAGE_STATE = """async (timeoutMs) => {
     text: all,
     footer: document.body.innerText,
     languageLinks: [...document.querySelectorAll(".ddpm-lite-language a")].map(a => a.href),
+    captions: [...document.querySelectorAll("nav.bd-docs-nav .caption-text")].map(e => e.textContent.trim()),
     equationNumbers: [...document.querySelectorAll("span.eqno")].map(e => e.firstChild ? e.firstChild.textContent.trim() : ""),
     // blocks of the article's prose, for the zh edition's check that nothing is left in English
     blocks: [...document.querySelectorAll("article p, article li, article td, article th, article h1, article h2, " +
@@ -272,6 +273,9 @@ def page_problems(name: str, source: Path, state: dict, root: Path, base: str, l
     if (root / ZH / "index.html").is_file() and state["languageLinks"] != [other]:
         found.append(f"the language link goes to {state['languageLinks']}, not to this page in the other edition ({other})")
     if edition:
+        for caption in state["captions"]:
+            if not CJK.search(caption):
+                found.append(f"the sidebar's part caption {caption!r} is not translated")
         for block in english_blocks(state["blocks"]):
             found.append(f"English paragraph left in the zh edition: {short(block)!r}")
     for href, url in state["links"]:

@@ -253,3 +253,26 @@ def test_english_blocks_are_those_without_chinese_and_with_enough_english_words(
     assert bc.english_blocks(blocks) == ["The forward process is a fixed Markov chain that adds noise."]
     assert bc.colab_link("https://github.com/o/r", "book/elbo", "zh") == \
         "https://colab.research.google.com/github/o/r/blob/main/book/zh/elbo.ipynb"
+
+
+def test_the_sidebars_part_captions_are_translated(tmp_path):
+    """Jupyter Book's toctrees (sphinx-external-toc) are inserted after Sphinx translated the page."""
+    pytest.importorskip("sphinx_external_toc")
+    from sphinx.application import Sphinx
+
+    (tmp_path / "conf.py").write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+        "extensions = ['sphinx_external_toc', 'ddpm_lite_i18n']\nexternal_toc_path = '_toc.yml'\n"
+        "locale_dirs = ['locale/']\ngettext_compact = False\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nparts:\n  - caption: Foundations\n"
+                                       "    chapters:\n      - file: chapter\n")
+    (tmp_path / "intro.rst").write_text("Intro\n=====\n")
+    (tmp_path / "chapter.rst").write_text("Chapter\n=======\n")
+    po = tmp_path / "locale" / "zh_CN" / "LC_MESSAGES" / "intro.po"
+    po.parent.mkdir(parents=True)
+    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+                  'msgid "Foundations"\nmsgstr "基础"\n', encoding="utf-8")
+    app = Sphinx(tmp_path, tmp_path, tmp_path / "_build", tmp_path / "_doctrees", "html",
+                 confoverrides={"language": "zh_CN"}, status=None, warning=None, freshenv=True)
+    app.build()
+    assert '<span class="caption-text">基础</span>' in (tmp_path / "_build" / "chapter.html").read_text(encoding="utf-8")

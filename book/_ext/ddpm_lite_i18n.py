@@ -7,6 +7,8 @@
 * Search finds Chinese words in the zh edition. Sphinx's Chinese index cuts the text into words with jieba, but its
   search page cannot cut a query (Chinese has no spaces), so a query such as 前向过程 matches nothing; here the
   index also holds every pair of adjacent Chinese characters, and the search page cuts a query into such pairs.
+* The parts' captions in the sidebar are translated too: Jupyter Book inserts the toctrees (sphinx-external-toc,
+  transform priority 100) after Sphinx has translated the page (priority 20), so their captions would stay English.
 * The API page's docstrings stay English in both editions (.ci/i18n.py leaves them out of the catalogs); their
   paragraphs carry the class ddpm-lite-docstring, so that .ci/browser_check.py tells them from the page's own prose.
 * {glue:text} roles keep working inside translated paragraphs. Sphinx parses a translated message as a separate
@@ -21,6 +23,10 @@ import re
 from pathlib import Path
 
 from docutils import nodes
+from sphinx import addnodes
+from sphinx.locale import init as init_locale
+from sphinx.transforms import SphinxTransform
+from sphinx.util.i18n import docname_to_domain
 
 from sphinx.search.zh import SearchChinese
 
@@ -108,6 +114,24 @@ def _patch_glue_roles() -> None:
         role.run = run
 
 
+class TranslateTocCaptions(SphinxTransform):
+    """After sphinx-external-toc's InsertToctrees (priority 100): each toctree caption from the page's catalog."""
+
+    default_priority = 110
+
+    def apply(self, **kwargs) -> None:
+        if not self.config.language or self.config.language == "en":
+            return
+        dirs = [str(Path(self.env.srcdir) / directory) for directory in self.config.locale_dirs]
+        domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+        catalog, found = init_locale(dirs, self.config.language, domain)
+        if not found:
+            return
+        for toctree in self.document.findall(addnodes.toctree):
+            if toctree.get("caption"):
+                toctree["caption"] = toctree["rawcaption"] = catalog.gettext(toctree["caption"])
+
+
 DOCSTRING_CLASS = "ddpm-lite-docstring"
 
 
@@ -121,6 +145,7 @@ def mark_docstrings(app, doctree, docname) -> None:
 def setup(app):
     _patch_glue_roles()
     app.add_search_language(SearchChineseByPairs)  # lang "zh": the zh_CN edition's index
+    app.add_transform(TranslateTocCaptions)
     app.connect("doctree-resolved", mark_docstrings)
     app.connect("html-page-context", add_language_link)
     app.connect("html-page-context", zh_colab_buttons, priority=600)
