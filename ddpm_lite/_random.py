@@ -22,3 +22,11 @@ def randint(low: int, high: int, shape, generator: torch.Generator | None = None
     if generator is None:
         return torch.randint(low, high, shape, device=device)
     return torch.randint(low, high, shape, generator=generator, device=generator.device).to(device or generator.device)
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, I) noise of x's shape, device and dtype, drawn as :func:`randn` draws."""
+    return randn(x.shape, generator, x.device, x.dtype)
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds (the trainer adds the process rank to its seed)
