@@ -1,7 +1,12 @@
-"""ddpm_lite.book.checks: each check passes the reference and hand-written solutions, and names the typical mistakes,
-in English or Chinese as the chapter's setup chose."""
+"""ddpm_lite.book.checks: each exercise is registered once and graded by its public check_<name>; each check passes
+the reference and hand-written solutions, and names the typical mistakes, in English or Chinese as the chapter's
+setup chose."""
+import ast
+import inspect
+import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +18,7 @@ from ddpm_lite.sampling import p_sample
 
 EXERCISES = sorted(checks.EXERCISES)
 CJK = re.compile(r"[\u4e00-\u9fff]")
+CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "book").glob("*.ipynb"))
 
 
 @pytest.fixture
@@ -23,11 +29,70 @@ def zh():
     book.set_language("en")
 
 
+# ------------------------------------------------------------------------------------------- the registry
+def test_every_exercise_is_registered_once_by_its_decorator():
+    """One ``@exercise("name", ...)`` per exercise, in the file's order, and nothing else fills EXERCISES."""
+    tree = ast.parse(inspect.getsource(checks))
+    decorated = [d.args[0].value for node in tree.body if isinstance(node, ast.FunctionDef)
+                 for d in node.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "exercise"]
+    assert len(set(decorated)) == len(decorated) and decorated == list(checks.EXERCISES)
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_every_registered_exercise_is_a_public_check(name):
+    check = getattr(checks, f"check_{name}")
+    assert callable(check) and f"check_{name}" in checks.__all__
+    assert check.__name__ == f"check_{name}" and check.__module__ == "ddpm_lite.book.checks"
+    assert list(inspect.signature(check).parameters) == ["fn"]
+    exercise = checks.EXERCISES[name]
+    signature = book.Bilingual.of(exercise.signature).en
+    assert check.__doc__.startswith(f"Grade ``{signature}``: ")
+    assert check.__doc__.endswith(inspect.cleandoc(exercise.reference.__doc__))  # the reference documents the check
+    assert check(exercise.reference).passed and not check(lambda *args: None).passed
+
+
+def test_the_public_names_are_the_generic_ones_and_one_check_per_exercise():
+    checks_in_module = {name for name in vars(checks) if name.startswith("check_")}
+    expected = {f"check_{name}" for name in checks.EXERCISES}
+    assert checks_in_module == expected
+    assert sorted(checks.__all__) == sorted(
+        {"CheckResult", "MESSAGES", "Exercise", "EXERCISES", "exercise", "compare"} | expected)
+    assert all(hasattr(checks, name) for name in checks.__all__)
+
+
+def _chapter_checks() -> dict[str, set[str]]:
+    """{check_<name>: the chapters that call or cite it}, from every English chapter's cells."""
+    found = {}
+    for path in CHAPTERS:
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            for name in re.findall(r"\bchecks\.(check_\w+)", "".join(cell["source"])):
+                found.setdefault(name, set()).add(path.name)
+    return found
+
+
+def test_every_check_a_chapter_calls_is_a_registered_exercise_and_every_exercise_is_in_a_chapter():
+    called = _chapter_checks()
+    unknown = {name: sorted(where) for name, where in called.items()
+               if name.removeprefix("check_") not in checks.EXERCISES}
+    assert not unknown, f"these chapters call checks that no @exercise registers: {unknown}"
+    assert {f"check_{name}" for name in checks.EXERCISES} <= set(called), "an exercise that no chapter uses"
+
+
+def test_registering_a_taken_name_or_an_undocumented_reference_fails_and_registers_nothing():
+    before = dict(checks.EXERCISES)
+    with pytest.raises(ValueError, match="'q_sample' is registered twice: give the second one another key"):
+        checks.exercise("q_sample", name="x", signature="fn(x)", make_trials=lambda: [{"x": torch.zeros(1)}])
+    register = checks.exercise("undocumented", name="x", signature="fn(x)", make_trials=lambda: [{"x": torch.zeros(1)}])
+    with pytest.raises(ValueError, match="give <lambda> a docstring"):
+        register(lambda x: x)
+    assert checks.EXERCISES == before and not hasattr(checks, "check_undocumented")
+    assert "check_undocumented" not in checks.__all__
+
+
 # ------------------------------------------------------------------------------------ generic behaviour
 @pytest.mark.parametrize("name", EXERCISES)
 def test_the_reference_itself_passes(name):
-    exercise = checks.EXERCISES[name]
-    result = exercise.check(exercise.reference)
+    result = getattr(checks, f"check_{name}")(checks.EXERCISES[name].reference)
     assert result.passed and str(result).startswith("✓ correct"), result
 
 
@@ -41,7 +106,7 @@ def test_every_typical_mistake_is_named(name, lang):
     book.set_language(lang)
     try:
         for message, wrong in wrong_answers.items():
-            result = exercise.check(wrong)
+            result = getattr(checks, f"check_{name}")(wrong)
             assert not result.passed
             if message.en.startswith("off by one") and result.text.en.startswith("your function raised IndexError"):
                 # an off-by-one index that runs off the end of the schedule raises; the hint still says so
@@ -58,9 +123,10 @@ def test_the_untouched_stub_is_not_attempted_rather_than_wrong(name):
     def stub(*args):
         raise NotImplementedError("replace this line with your code")
 
-    result = checks.EXERCISES[name].check(stub)
+    result = getattr(checks, f"check_{name}")(stub)
+    not_attempted = checks.MESSAGES["not_attempted"]
     assert not result.passed and not result.attempted
-    assert result.text == checks.NOT_ATTEMPTED and result.message == str(checks.NOT_ATTEMPTED)
+    assert result.text == not_attempted and result.message == str(not_attempted)
     assert str(result).startswith("… not attempted yet") and "✗" not in str(result)
 
 
@@ -69,7 +135,7 @@ def test_a_function_that_raises_fails_with_its_error(name):
     def broken(*args):
         raise KeyError("alpha")
 
-    result = checks.EXERCISES[name].check(broken)
+    result = getattr(checks, f"check_{name}")(broken)
     assert not result.passed and result.attempted
     assert result.message == "your function raised KeyError: 'alpha'"
     assert str(result).startswith("✗ ")

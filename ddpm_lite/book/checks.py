@@ -19,14 +19,16 @@ Chinese (``book.language()``); code names, formulas and numbers read the same in
 Time-step convention, as everywhere in ddpm_lite: ``t`` is an int64 tensor (B,) of indices 0 ... T-1, and index
 0 is the paper's t = 1.
 
-Adding a check: write the reference with the reader's signature (it should call the package),
-a ``make_trials()`` returning a list of argument dicts, and a dict ``{Bilingual(english, chinese): wrong_function}``
-of typical mistakes, then wrap them in an :class:`Exercise` and add a ``check_*`` function that calls
-``Exercise.check``.
+Adding a check: write the reference with the reader's signature (it should call the package; its docstring, what
+the reader's function computes, becomes the grader's), a ``make_trials()`` returning a list of argument dicts, and a
+dict ``{Bilingual(english, chinese): wrong_function}`` of typical mistakes, and register them with one
+``@exercise("name", ...)`` on the reference: that defines ``check_name`` and adds it to :data:`EXERCISES` and
+``__all__``.
 :func:`compare` is the one generic grader behind every check.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -39,27 +41,13 @@ from ..sampling import ddim_sample, respace, space_timesteps
 from ..schedules import NoiseSchedule, extract
 from .plotting import Bilingual
 
-__all__ = [
+__all__ = [  # and one check_<name> per registered exercise, added by @exercise
     "CheckResult",
     "MESSAGES",
     "Exercise",
     "EXERCISES",
+    "exercise",
     "compare",
-    "check_q_sample",
-    "check_posterior_mean",
-    "check_normal_kl",
-    "check_prior_kl",
-    "check_eps_loss_weight",
-    "check_p_sample_step",
-    "check_timestep_embedding",
-    "check_training_loss",
-    "check_ema_update",
-    "check_ddim_step",
-    "check_respaced_betas",
-    "check_up_in_channels",
-    "check_residual_block_parameters",
-    "check_embedding_dot",
-    "check_learned_log_variance",
 ]
 
 
@@ -131,7 +119,7 @@ MESSAGES: dict[str, Bilingual] = {
         "时间步 {time_arg} 差了一位：你的结果等于参考实现在下标 {time_arg} {sign} 1 处的值；下标 0 对应论文中的 "
         "t = 1（schedule.betas[0] 就是 β_1），所以请直接用 {time_arg} 去索引 schedule"),
 }
-NOT_ATTEMPTED = MESSAGES["not_attempted"]
+
 
 # ---------------------------------------------------------------------------------------------- the generic grader
 def _clone(args: Mapping[str, Any]) -> list:
@@ -309,6 +297,43 @@ class Exercise:
 _EXERCISE_HEADER = Bilingual("{name}: {signature}; the typical mistakes its check names:",
                              "{name}：{signature}；检查能识别出的常见错误：")
 
+EXERCISES: dict[str, Exercise] = {}
+"""Every exercise by name, in the book's order, as :func:`exercise` registered it; ``EXERCISES[name].wrong_answers()``
+lists its typical mistakes as functions."""
+
+
+def exercise(key: str, **fields) -> Callable[[Callable], Callable]:
+    """Register the decorated reference as the exercise ``key``: ``EXERCISES[key]`` and the grader ``check_<key>``.
+
+    fields: the other fields of :class:`Exercise`. The reference's docstring says what the reader's function
+    computes; it becomes the grader's. Returns the reference unchanged, so that other exercises' mistakes can call it.
+    """
+    if key in EXERCISES:
+        raise ValueError(f"exercise {key!r} is registered twice: give the second one another key")
+
+    def register(reference: Callable) -> Callable:
+        if not reference.__doc__:
+            raise ValueError(f"exercise {key!r}: give {reference.__name__} a docstring (what the reader's function "
+                             f"computes; it becomes check_{key}'s)")
+        EXERCISES[key] = Exercise(reference=reference, **fields)
+        globals()[f"check_{key}"] = _grader(key, EXERCISES[key])
+        __all__.append(f"check_{key}")
+        return reference
+
+    return register
+
+
+def _grader(key: str, registered: Exercise) -> Callable[[Callable], CheckResult]:
+    """The public ``check_<key>(fn)``: grades ``fn`` with the registered exercise, documented by its reference."""
+
+    def check(fn: Callable) -> CheckResult:
+        return registered.check(fn)
+
+    check.__name__ = check.__qualname__ = f"check_{key}"
+    signature = Bilingual.of(registered.signature).en
+    check.__doc__ = f"Grade ``{signature}``: {inspect.cleandoc(registered.reference.__doc__)}"
+    return check
+
 
 # ------------------------------------------------------------------------------------------------- shared inputs
 def _trial_schedules() -> list[NoiseSchedule]:
@@ -348,10 +373,6 @@ def _c(s: NoiseSchedule, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.T
 
 
 # ------------------------------------------------------------------------------------- q(x_t | x_0), eq. (4)
-def _q_sample_reference(x_start, t, noise, schedule):
-    return GaussianDiffusion(schedule).q_sample(x_start, t, noise)
-
-
 def _q_sample_trials():
     trials = []
     for seed, s in enumerate(_trial_schedules()):
@@ -378,10 +399,10 @@ def _q_sample_with(signal: str, noise_coef: str):
     return wrong
 
 
-Q_SAMPLE = Exercise(
+@exercise(
+    "q_sample",
     name="GaussianDiffusion.q_sample",
     signature="fn(x_start, t, noise, schedule) -> x_t",
-    reference=_q_sample_reference,
     make_trials=_q_sample_trials,
     mistakes={
         Bilingual("used α_t where ᾱ_t belongs: √α_t x_0 + √(1 − α_t) ε is one step q(x_t | x_{t−1}), not the jump "
@@ -413,22 +434,16 @@ Q_SAMPLE = Exercise(
             lambda x_start, t, noise, schedule: _q_sample_reference(x_start, t, torch.zeros_like(noise), schedule),
     },
 )
-
-
-def check_q_sample(fn: Callable) -> CheckResult:
-    """Grade ``fn(x_start, t, noise, schedule) -> x_t``, the reparameterised q(x_t | x_0) (Ho et al. eq. (4)).
+def _q_sample_reference(x_start, t, noise, schedule):
+    """the reparameterised q(x_t | x_0) (Ho et al. eq. (4)).
 
     x_start, noise: (B, C, H, W) float64; t: (B,) int64; schedule: a :class:`NoiseSchedule`.
     Reference: :meth:`GaussianDiffusion.q_sample`.
     """
-    return Q_SAMPLE.check(fn)
+    return GaussianDiffusion(schedule).q_sample(x_start, t, noise)
 
 
 # ------------------------------------------------------------------- posterior mean mu_tilde_t, eq. (7)
-def _posterior_mean_reference(x_start, x_t, t, schedule):
-    return GaussianDiffusion(schedule).q_posterior_mean_variance(x_start, x_t, t)[0]
-
-
 def _posterior_mean_trials():
     trials = []
     for seed, s in enumerate(_trial_schedules()):
@@ -450,11 +465,11 @@ def _posterior_mean_with(previous: str, root: bool = True, xt_alpha: str = "alph
     return wrong
 
 
-POSTERIOR_MEAN = Exercise(
+@exercise(
+    "posterior_mean",
     name=Bilingual("GaussianDiffusion.q_posterior_mean_variance (the mean)",
                    "GaussianDiffusion.q_posterior_mean_variance（后验均值）"),
     signature="fn(x_start, x_t, t, schedule) -> mu_tilde",
-    reference=_posterior_mean_reference,
     make_trials=_posterior_mean_trials,
     mistakes={
         Bilingual("swapped x_0 and x_t: the coefficient with √ᾱ_{t−1} β_t multiplies x_0, the one with "
@@ -478,14 +493,12 @@ POSTERIOR_MEAN = Exercise(
             lambda x_start, x_t, t, schedule: _posterior_mean_reference(torch.zeros_like(x_start), x_t, t, schedule),
     },
 )
-
-
-def check_posterior_mean(fn: Callable) -> CheckResult:
-    """Grade ``fn(x_start, x_t, t, schedule) -> mu_tilde``, the mean of q(x_{t-1} | x_t, x_0) (Ho et al. eq. (7)).
+def _posterior_mean_reference(x_start, x_t, t, schedule):
+    """the mean of q(x_{t-1} | x_t, x_0) (Ho et al. eq. (7)).
 
     x_start, x_t: (B, C, H, W) float64; t: (B,) int64. Reference: :meth:`GaussianDiffusion.q_posterior_mean_variance`.
     """
-    return POSTERIOR_MEAN.check(fn)
+    return GaussianDiffusion(schedule).q_posterior_mean_variance(x_start, x_t, t)[0]
 
 
 # ----------------------------------------------------------------------------- KL between two Gaussians
@@ -509,10 +522,10 @@ def _kl_scaled(factor: float, minus_one: bool = True):
     return wrong
 
 
-NORMAL_KL = Exercise(
+@exercise(
+    "normal_kl",
     name="losses.normal_kl",
     signature="fn(mean1, logvar1, mean2, logvar2) -> KL",
-    reference=normal_kl,
     make_trials=_normal_kl_trials,
     time_arg=None,
     mistakes={
@@ -528,18 +541,15 @@ NORMAL_KL = Exercise(
             lambda mean1, logvar1, mean2, logvar2: -normal_kl(mean1, logvar1, mean2, logvar2),
     },
 )
+def _normal_kl_reference(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats.
 
-
-def check_normal_kl(fn: Callable) -> CheckResult:
-    """Grade ``fn(mean1, logvar1, mean2, logvar2) -> KL`` (elementwise, nats) against :func:`losses.normal_kl`."""
-    return NORMAL_KL.check(fn)
+    mean1, logvar1, mean2, logvar2: (4, 3) float64. Reference: :func:`losses.normal_kl`.
+    """
+    return normal_kl(mean1, logvar1, mean2, logvar2)
 
 
 # --------------------------------------------------------------------------------- the prior term L_T
-def _prior_kl_reference(x_start, schedule):
-    return GaussianDiffusion(schedule).prior_bpd(x_start)
-
-
 def _prior_kl_trials():
     return [{"x_start": _uniform(IMAGE, _generator(30 + seed)), "schedule": s}
             for seed, s in enumerate(_trial_schedules())]
@@ -561,11 +571,12 @@ def _prior_kl_from(mean_of, log_variance_of, reverse: bool = False):
 _RIGHT_MEAN = lambda ab, x: ab.sqrt() * x  # noqa: E731
 _RIGHT_LOG_VARIANCE = lambda ab: torch.log(1 - ab)  # noqa: E731
 
-PRIOR_KL = Exercise(
+
+@exercise(
+    "prior_kl",
     name="GaussianDiffusion.prior_bpd",
     signature=Bilingual("fn(x_start, schedule) -> L_T in bits/dim, (B,)",
                         "fn(x_start, schedule) -> 以 bits/dim 为单位的 L_T，形状 (B,)"),
-    reference=_prior_kl_reference,
     make_trials=_prior_kl_trials,
     time_arg=None,
     mistakes={
@@ -591,21 +602,15 @@ PRIOR_KL = Exercise(
             lambda x_start, schedule: _prior_kl_reference(torch.zeros_like(x_start), schedule),
     },
 )
-
-
-def check_prior_kl(fn: Callable) -> CheckResult:
-    """Grade ``fn(x_start, schedule) -> (B,)``: L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension.
+def _prior_kl_reference(x_start, schedule):
+    """L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension.
 
     x_start: (B, C, H, W) float64. Reference: :meth:`GaussianDiffusion.prior_bpd`.
     """
-    return PRIOR_KL.check(fn)
+    return GaussianDiffusion(schedule).prior_bpd(x_start)
 
 
 # -------------------------------------------------------------------------- the weight lambda_t, eq. (12)
-def _eps_loss_weight_reference(t, schedule, model_var_type):
-    return GaussianDiffusion(schedule, model_var_type=model_var_type).eps_loss_weight(t)
-
-
 def _eps_loss_weight_trials():
     trials = []
     for seed, s in enumerate(_trial_schedules()):
@@ -621,10 +626,10 @@ def _eps_loss_weight_times(factor: Callable):
         schedule, t)
 
 
-EPS_LOSS_WEIGHT = Exercise(
+@exercise(
+    "eps_loss_weight",
     name="GaussianDiffusion.eps_loss_weight",
     signature="fn(t, schedule, model_var_type) -> lambda_t, (B,)",
-    reference=_eps_loss_weight_reference,
     make_trials=_eps_loss_weight_trials,
     mistakes={
         Bilingual("used the other variance: σ_t² is β̃_t (schedule.posterior_variance) for \"fixed_small\" and β_t for "
@@ -657,29 +662,16 @@ EPS_LOSS_WEIGHT = Exercise(
             lambda t, schedule, model_var_type: 1 / _eps_loss_weight_reference(t, schedule, model_var_type),
     },
 )
-
-
-def check_eps_loss_weight(fn: Callable) -> CheckResult:
-    """Grade ``fn(t, schedule, model_var_type) -> (B,)``: lambda_t of Ho et al. eq. (12) for a fixed sigma_t^2.
+def _eps_loss_weight_reference(t, schedule, model_var_type):
+    """lambda_t of Ho et al. eq. (12) for a fixed sigma_t^2.
 
     t: (B,) int64 indices 1 ... T-2; model_var_type: "fixed_small" (sigma_t^2 = beta_tilde_t) or "fixed_large"
     (sigma_t^2 = beta_t). Reference: :meth:`GaussianDiffusion.eps_loss_weight`.
     """
-    return EPS_LOSS_WEIGHT.check(fn)
+    return GaussianDiffusion(schedule, model_var_type=model_var_type).eps_loss_weight(t)
 
 
 # ------------------------------------------------------------------ one step of Algorithm 2, line 4
-def _p_sample_step_reference(x_t, t, eps, z, schedule):
-    """x_{t-1} = mu_theta(x_t, t) + sigma_t z with mu_theta of eq. (11) and sigma_t^2 = beta_tilde_t ("fixed_small").
-
-    beta_tilde at index 0 (the paper's t = 1) is exactly 0, so z drops out there as Algorithm 2 says; the tests
-    check that this equals :func:`ddpm_lite.sampling.p_sample` (no clipping) for the same z.
-    """
-    diffusion = GaussianDiffusion(schedule, model_var_type="fixed_small")
-    variance, _ = diffusion.p_variance(x_t, t)
-    return diffusion.mean_from_eps(x_t, t, eps) + variance.sqrt() * z
-
-
 def _p_sample_step_trials():
     trials = []
     for seed, s in enumerate(_trial_schedules()):
@@ -708,11 +700,11 @@ def _p_sample_step_with(scale: str | None = "alphas", root_noise: bool = True, s
     return wrong
 
 
-P_SAMPLE_STEP = Exercise(
+@exercise(
+    "p_sample_step",
     name=Bilingual("one step of Algorithm 2 (ddpm_lite.sampling.p_sample without clipping)",
                    "算法 2 中反向过程的一步（不做截断的 ddpm_lite.sampling.p_sample）"),
     signature="fn(x_t, t, eps, z, schedule) -> x_{t-1}",
-    reference=_p_sample_step_reference,
     make_trials=_p_sample_step_trials,
     mistakes={
         Bilingual("used 1/√ᾱ_t where 1/√α_t belongs in front of the bracket", "括号前该用 1/√α_t 的地方用了 1/√ᾱ_t"):
@@ -738,25 +730,22 @@ P_SAMPLE_STEP = Exercise(
             lambda x_t, t, eps, z, schedule: _p_sample_step_reference(x_t, t, eps, torch.zeros_like(z), schedule),
     },
 )
-
-
-def check_p_sample_step(fn: Callable) -> CheckResult:
-    """Grade ``fn(x_t, t, eps, z, schedule) -> x_{t-1}``, Algorithm 2 line 4 with sigma_t^2 = beta_tilde_t:
+def _p_sample_step_reference(x_t, t, eps, z, schedule):
+    """Algorithm 2 line 4 with sigma_t^2 = beta_tilde_t ("fixed_small"):
 
         x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z,   z = 0 at index 0.
 
-    x_t, eps, z: (B, C, H, W) float64; t: (B,) int64, one trial includes 0 and T-1.
+    x_t, eps, z: (B, C, H, W) float64; t: (B,) int64, one trial includes 0 and T-1. Reference: mu_theta of eq. (11),
+    :meth:`GaussianDiffusion.mean_from_eps`, plus sigma_t z; beta_tilde at index 0 (the paper's t = 1) is exactly 0,
+    so z drops out there as Algorithm 2 says. The tests check that this equals :func:`ddpm_lite.sampling.p_sample`
+    (no clipping) for the same z.
     """
-    return P_SAMPLE_STEP.check(fn)
+    diffusion = GaussianDiffusion(schedule, model_var_type="fixed_small")
+    variance, _ = diffusion.p_variance(x_t, t)
+    return diffusion.mean_from_eps(x_t, t, eps) + variance.sqrt() * z
 
 
 # ------------------------------------------------------------------------- sinusoidal time embedding
-def _timestep_embedding_reference(t, dim, max_period=10000.0):
-    from ..unet import timestep_embedding  # the network module is imported only by this check
-
-    return timestep_embedding(t, dim, max_period)
-
-
 def _timestep_embedding_trials():
     return [{"t": torch.randint(1, 999, (6,), generator=_generator(60 + i)), "dim": dim}
             for i, dim in enumerate((16, 64, 9))]
@@ -770,10 +759,10 @@ def _embedding_halves(arrange: Callable):
     return wrong
 
 
-TIMESTEP_EMBEDDING = Exercise(
+@exercise(
+    "timestep_embedding",
     name="unet.timestep_embedding",
     signature="fn(t, dim) -> (B, dim)",
-    reference=_timestep_embedding_reference,
     make_trials=_timestep_embedding_trials,
     rtol=1e-4,
     atol=2e-4,  # float32 sines of arguments up to ~1000 radians
@@ -794,22 +783,18 @@ TIMESTEP_EMBEDDING = Exercise(
             lambda t, dim: _timestep_embedding_reference(t, dim, 10000.0 ** ((dim // 2) / dim)),
     },
 )
-
-
-def check_timestep_embedding(fn: Callable) -> CheckResult:
-    """Grade ``fn(t, dim) -> (B, dim)``, the sinusoidal embedding [sin(t f_i), cos(t f_i)], f_i = 10000^(-i/k).
+def _timestep_embedding_reference(t, dim, max_period=10000.0):
+    """the sinusoidal embedding [sin(t f_i), cos(t f_i)], f_i = 10000^(-i/k).
 
     t: (B,) int64; an odd ``dim`` ends with one zero column. Reference: :func:`ddpm_lite.unet.timestep_embedding`.
     """
-    return TIMESTEP_EMBEDDING.check(fn)
+    from ..unet import timestep_embedding  # the network module is imported only by this check
+
+    return timestep_embedding(t, dim, max_period)
 
 
 # =============================================================================================== Part II
 # ------------------------------------------------------------------------- L_simple, Algorithm 1 lines 2-5
-def _training_loss_reference(model, x_start, t, noise, schedule):
-    return GaussianDiffusion(schedule).training_losses(model, x_start, t=t, noise=noise)["loss"]
-
-
 def _toy_model(x_t, t):
     """A fixed stand-in for eps_theta that depends on x_t and t."""
     return torch.tanh(x_t) * (1 + t.to(x_t.dtype).reshape(-1, 1, 1, 1) / 100)
@@ -833,10 +818,10 @@ def _training_loss_with(make_x_t, target="noise", model_input="x_t"):
     return wrong
 
 
-TRAINING_LOSS = Exercise(
+@exercise(
+    "training_loss",
     name="GaussianDiffusion.training_losses",
     signature="fn(model, x_start, t, noise, schedule) -> (B,)",
-    reference=_training_loss_reference,
     make_trials=_training_loss_trials,
     mistakes={
         Bilingual("regressed x_0: the target of L_simple is the noise ε", "回归的是 x_0：L_simple 的目标是噪声 ε"):
@@ -856,41 +841,27 @@ TRAINING_LOSS = Exercise(
             _training_loss_with(_q_sample_with("ab", "1-ab")),
     },
 )
-
-
-def check_training_loss(fn: Callable) -> CheckResult:
-    """Grade ``fn(model, x_start, t, noise, schedule) -> (B,)``, the per-image L_simple of Algorithm 1:
+def _training_loss_reference(model, x_start, t, noise, schedule):
+    """the per-image L_simple of Algorithm 1:
     mean over pixels of ||noise - model(sqrt(alpha_bar_t) x_start + sqrt(1 - alpha_bar_t) noise, t)||^2.
 
     model: a callable (x_t, t) -> eps; x_start, noise: (B, C, H, W) float64; t: (B,) int64.
     Reference: :meth:`GaussianDiffusion.training_losses` (loss_type "simple").
     """
-    return TRAINING_LOSS.check(fn)
+    return GaussianDiffusion(schedule).training_losses(model, x_start, t=t, noise=noise)["loss"]
 
 
 # ------------------------------------------------------------------------------- one EMA update of the weights
-def _ema_update_reference(ema_weight, weight, decay):
-    from ..training import make_ema  # the trainer is imported only by this check
-
-    holder = torch.nn.ParameterDict({"w": torch.nn.Parameter(ema_weight.clone())})
-    average = make_ema(holder, decay)
-    average.update_parameters(holder)  # torch's first update copies: the average is now ema_weight
-    with torch.no_grad():
-        holder["w"].copy_(weight)
-    average.update_parameters(holder)  # one EMA step
-    return average.module["w"].detach()
-
-
 def _ema_update_trials():
     g = _generator(110)
     return [{"ema_weight": _normal((4, 3), g), "weight": _normal((4, 3), g), "decay": decay} for decay in (0.9, 0.99)]
 
 
-EMA_UPDATE = Exercise(
+@exercise(
+    "ema_update",
     name=Bilingual("the EMA of training.make_ema", "training.make_ema 的指数滑动平均（EMA）"),
     signature=Bilingual("fn(ema_weight, weight, decay) -> new ema_weight",
                         "fn(ema_weight, weight, decay) -> 新的 ema_weight"),
-    reference=_ema_update_reference,
     make_trials=_ema_update_trials,
     time_arg=None,
     mistakes={
@@ -905,21 +876,23 @@ EMA_UPDATE = Exercise(
             lambda ema_weight, weight, decay: weight,
     },
 )
-
-
-def check_ema_update(fn: Callable) -> CheckResult:
-    """Grade ``fn(ema_weight, weight, decay) -> new ema_weight``, one update d * ema + (1 - d) * weight.
+def _ema_update_reference(ema_weight, weight, decay):
+    """one update d * ema + (1 - d) * weight.
 
     ema_weight, weight: (4, 3) float64 tensors; decay: a float. Reference: :func:`ddpm_lite.training.make_ema`.
     """
-    return EMA_UPDATE.check(fn)
+    from ..training import make_ema  # the trainer is imported only by this check
+
+    holder = torch.nn.ParameterDict({"w": torch.nn.Parameter(ema_weight.clone())})
+    average = make_ema(holder, decay)
+    average.update_parameters(holder)  # torch's first update copies: the average is now ema_weight
+    with torch.no_grad():
+        holder["w"].copy_(weight)
+    average.update_parameters(holder)  # one EMA step
+    return average.module["w"].detach()
 
 
 # ---------------------------------------------------------------------------- one DDIM step (eta = 0)
-def _ddim_step_reference(x_t, t, eps, schedule):
-    return ddim_sample(GaussianDiffusion(schedule), lambda x, s: eps, x_t, t, eta=0.0, clip_denoised=False)["sample"]
-
-
 def _ddim_step_trials():
     trials = []
     for seed, s in enumerate(_trial_schedules()):
@@ -940,10 +913,10 @@ def _ddim_step_with(prev="alphas_cumprod_prev", roots=True, noise_term=True):
     return wrong
 
 
-DDIM_STEP = Exercise(
+@exercise(
+    "ddim_step",
     name=Bilingual("sampling.ddim_sample with eta = 0", "eta = 0 时的 sampling.ddim_sample"),
     signature="fn(x_t, t, eps, schedule) -> x_{t-1}",
-    reference=_ddim_step_reference,
     make_trials=_ddim_step_trials,
     mistakes={
         Bilingual("used ᾱ_t where ᾱ_{t−1} belongs: the step moves to the noise level of t − 1 (your x_{t−1} is x_t)",
@@ -960,22 +933,18 @@ DDIM_STEP = Exercise(
             lambda x_t, t, eps, schedule: GaussianDiffusion(schedule).mean_from_eps(x_t, t, eps),
     },
 )
+def _ddim_step_reference(x_t, t, eps, schedule):
+    """the deterministic DDIM step (Song et al. eq. (12), eta = 0):
 
-
-def check_ddim_step(fn: Callable) -> CheckResult:
-    """Grade ``fn(x_t, t, eps, schedule) -> x_{t-1}``, the deterministic DDIM step (Song et al. eq. (12), eta = 0):
-    sqrt(alpha_bar_{t-1}) x0_hat + sqrt(1 - alpha_bar_{t-1}) eps, x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
+        x_{t-1} = sqrt(alpha_bar_{t-1}) x0_hat + sqrt(1 - alpha_bar_{t-1}) eps,
+        x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
 
     x_t, eps: (B, C, H, W) float64; t: (B,) int64, one trial includes index 0. Reference: :func:`sampling.ddim_sample`.
     """
-    return DDIM_STEP.check(fn)
+    return ddim_sample(GaussianDiffusion(schedule), lambda x, s: eps, x_t, t, eta=0.0, clip_denoised=False)["sample"]
 
 
 # ------------------------------------------------------------------------ the betas of a respaced chain
-def _respaced_betas_reference(schedule, timesteps):
-    return respace(GaussianDiffusion(schedule), timesteps).schedule.betas
-
-
 def _respaced_betas_trials():
     g = _generator(210)
     trials = []
@@ -993,10 +962,10 @@ def _respaced_betas_dividing_first_by(first_previous: Callable):
     return wrong
 
 
-RESPACED_BETAS = Exercise(
+@exercise(
+    "respaced_betas",
     name="respace",
     signature="fn(schedule, timesteps) -> (K,)",
-    reference=_respaced_betas_reference,
     make_trials=_respaced_betas_trials,
     time_arg=None,
     mistakes={
@@ -1012,13 +981,11 @@ RESPACED_BETAS = Exercise(
             lambda schedule, timesteps: 1 - _respaced_betas_reference(schedule, timesteps),
     },
 )
-
-
-def check_respaced_betas(fn: Callable) -> CheckResult:
-    """Grade ``fn(schedule, timesteps) -> (K,)``, the variances beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}}
-    (alpha_bar_{tau_0} = 1) of the chain that keeps the sorted indices ``timesteps``. Reference: :func:`sampling.respace`.
+def _respaced_betas_reference(schedule, timesteps):
+    """the variances beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}} (alpha_bar_{tau_0} = 1) of the chain
+    that keeps the sorted indices ``timesteps``. Reference: :func:`sampling.respace`.
     """
-    return RESPACED_BETAS.check(fn)
+    return respace(GaussianDiffusion(schedule), timesteps).schedule.betas
 
 
 # ----------------------------------------------------------------- the U-Net's decoder channel bookkeeping
@@ -1035,22 +1002,17 @@ def _decoder_columns(base_channels, channel_mult, num_res_blocks):
             pushed)
 
 
-def _up_in_channels_reference(base_channels, channel_mult, num_res_blocks):
-    h, skip, _, _ = _decoder_columns(base_channels, channel_mult, num_res_blocks)
-    return torch.tensor([a + b for a, b in zip(h, skip)])
-
-
 def _up_in_channels_fifo(base_channels, channel_mult, num_res_blocks):
     h, _, _, pushed = _decoder_columns(base_channels, channel_mult, num_res_blocks)
     return torch.tensor([a + b for a, b in zip(h, pushed)])  # skips taken first-in, first-out
 
 
-UP_IN_CHANNELS = Exercise(
+@exercise(
+    "up_in_channels",
     name=Bilingual("the decoder's ResidualBlock input channels", "解码器中各 ResidualBlock 的输入通道数"),
     signature=Bilingual(
         "fn(base_channels, channel_mult, num_res_blocks) -> (number of decoder ResidualBlocks,) int tensor",
         "fn(base_channels, channel_mult, num_res_blocks) -> 形状为 (解码器中 ResidualBlock 的个数,) 的整数张量"),
-    reference=_up_in_channels_reference,
     make_trials=lambda: [dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1),
                          dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2),
                          dict(base_channels=8, channel_mult=(1, 2, 3, 4), num_res_blocks=1)],
@@ -1071,13 +1033,13 @@ UP_IN_CHANNELS = Exercise(
             _up_in_channels_fifo,
     },
 )
+def _up_in_channels_reference(base_channels, channel_mult, num_res_blocks):
+    """the input channels of every decoder ResidualBlock of a :class:`~ddpm_lite.unet.UNet`, in execution order.
 
-
-def check_up_in_channels(fn: Callable) -> CheckResult:
-    """Grade ``fn(base_channels, channel_mult, num_res_blocks) -> int tensor``: the input channels of every decoder
-    ResidualBlock of a :class:`~ddpm_lite.unet.UNet`, in execution order. Reference: the modules of a real UNet.
+    Reference: the modules of a real UNet.
     """
-    return UP_IN_CHANNELS.check(fn)
+    h, skip, _, _ = _decoder_columns(base_channels, channel_mult, num_res_blocks)
+    return torch.tensor([a + b for a, b in zip(h, skip)])
 
 
 def _residual_block_parameters_without(in_ch, out_ch, time_dim, injection,
@@ -1095,11 +1057,10 @@ def _time_projection(in_ch, out_ch, time_dim, injection, sign: int, when: str):
     return full + sign * (time_dim + 1) * out_ch * (injection == when)
 
 
-RESIDUAL_BLOCK_PARAMETERS = Exercise(
+@exercise(
+    "residual_block_parameters",
     name=Bilingual("the parameter count of unet.ResidualBlock", "unet.ResidualBlock 的参数量"),
     signature="fn(in_ch, out_ch, time_dim, injection) -> int",
-    reference=lambda in_ch, out_ch, time_dim, injection: _residual_block_parameters_without(
-        in_ch, out_ch, time_dim, injection),
     make_trials=lambda: [dict(in_ch=32, out_ch=32, time_dim=128, injection="additive"),
                          dict(in_ch=32, out_ch=64, time_dim=128, injection="scale_shift"),
                          dict(in_ch=96, out_ch=32, time_dim=64, injection="none"),
@@ -1130,21 +1091,15 @@ RESIDUAL_BLOCK_PARAMETERS = Exercise(
             lambda in_ch, out_ch, time_dim, injection: _time_projection(in_ch, out_ch, time_dim, injection, 1, "none"),
     },
 )
+def _residual_block_parameters_reference(in_ch, out_ch, time_dim, injection):
+    """the parameter count of ``unet.ResidualBlock(in_ch, out_ch, time_dim, injection=injection)``.
 
-
-def check_residual_block_parameters(fn: Callable) -> CheckResult:
-    """Grade ``fn(in_ch, out_ch, time_dim, injection) -> int``, the parameter count of
-    ``unet.ResidualBlock(in_ch, out_ch, time_dim, injection=injection)``. Reference: the module itself.
+    Reference: the module itself.
     """
-    return RESIDUAL_BLOCK_PARAMETERS.check(fn)
+    return _residual_block_parameters_without(in_ch, out_ch, time_dim, injection)
 
 
 # --------------------------------------------------------------- the dot product of two time embeddings
-def _embedding_dot_reference(t, s, dim):
-    e_t, e_s = _timestep_embedding_reference(t, dim), _timestep_embedding_reference(s, dim)
-    return (e_t.double() * e_s.double()).sum(1)
-
-
 def _embedding_dot_with(combine: Callable, exponent_scale: Callable | None = None):
     def wrong(t, s, dim):
         k = dim // 2
@@ -1154,10 +1109,10 @@ def _embedding_dot_with(combine: Callable, exponent_scale: Callable | None = Non
     return wrong
 
 
-EMBEDDING_DOT = Exercise(
+@exercise(
+    "embedding_dot",
     name=Bilingual("the dot product of two sinusoidal embeddings", "两个正弦时间嵌入的点积"),
     signature="fn(t, s, dim) -> (B,)",
-    reference=_embedding_dot_reference,
     make_trials=lambda: [{"t": torch.randint(0, 1000, (6,), generator=_generator(70 + i)),
                           "s": torch.randint(0, 1000, (6,), generator=_generator(80 + i)),
                           "dim": dim} for i, dim in enumerate((16, 32, 64))],
@@ -1176,22 +1131,16 @@ EMBEDDING_DOT = Exercise(
             lambda t, s, dim: _embedding_dot_reference(t, s, dim) / (dim // 2),
     },
 )
-
-
-def check_embedding_dot(fn: Callable) -> CheckResult:
-    """Grade ``fn(t, s, dim) -> (B,)``, e(t) . e(s) of the sinusoidal embeddings = sum_i cos((t - s) f_i).
+def _embedding_dot_reference(t, s, dim):
+    """e(t) . e(s) of the sinusoidal embeddings = sum_i cos((t - s) f_i).
 
     t, s: (B,) int64. Reference: the dot product of :func:`ddpm_lite.unet.timestep_embedding`'s vectors.
     """
-    return EMBEDDING_DOT.check(fn)
+    e_t, e_s = _timestep_embedding_reference(t, dim), _timestep_embedding_reference(s, dim)
+    return (e_t.double() * e_s.double()).sum(1)
 
 
 # ---------------------------------------------------------- the learned variance of Nichol & Dhariwal
-def _learned_log_variance_reference(v, t, schedule):
-    diffusion = GaussianDiffusion(schedule, model_var_type="learned_range", loss_type="hybrid")
-    return diffusion.p_variance(v, t, v)[1]  # x_t only sets the shape; v is the variance output
-
-
 def _learned_log_variance_with(fraction: Callable, interpolate_logs: bool = True, swap: bool = False):
     def wrong(v, t, schedule):
         high = schedule.betas.log()[t][:, None]
@@ -1214,10 +1163,10 @@ def _learned_log_variance_trials():
     return trials
 
 
-LEARNED_LOG_VARIANCE = Exercise(
+@exercise(
+    "learned_log_variance",
     name="GaussianDiffusion.p_variance (learned_range)",
     signature="fn(v, t, schedule) -> log sigma_t^2, (B, D)",
-    reference=_learned_log_variance_reference,
     make_trials=_learned_log_variance_trials,
     mistakes={
         Bilingual("used v itself as the weight: the network's v lies in [−1, 1]; the weight of log β_t is (v + 1) / 2",
@@ -1232,31 +1181,12 @@ LEARNED_LOG_VARIANCE = Exercise(
             _learned_log_variance_with(lambda v: (v + 1) / 2, swap=True),
     },
 )
+def _learned_log_variance_reference(v, t, schedule):
+    """log sigma_t^2 = w log beta_t + (1 - w) log beta_tilde_t with w = (v + 1) / 2 (Nichol & Dhariwal eq. (15)).
 
-
-def check_learned_log_variance(fn: Callable) -> CheckResult:
-    """Grade ``fn(v, t, schedule) -> (B, D)``: log sigma_t^2 = w log beta_t + (1 - w) log beta_tilde_t with
-    w = (v + 1) / 2 (Nichol & Dhariwal eq. (15)). v: (B, D) in [-1, 1]; t: (B,) int64 with 1 <= t <= T-2.
+    v: (B, D) in [-1, 1]; t: (B,) int64 with 1 <= t <= T-2.
     Reference: :meth:`GaussianDiffusion.p_variance` with model_var_type "learned_range".
     """
-    return LEARNED_LOG_VARIANCE.check(fn)
+    diffusion = GaussianDiffusion(schedule, model_var_type="learned_range", loss_type="hybrid")
+    return diffusion.p_variance(v, t, v)[1]  # x_t only sets the shape; v is the variance output
 
-
-EXERCISES: dict[str, Exercise] = {
-    "q_sample": Q_SAMPLE,
-    "posterior_mean": POSTERIOR_MEAN,
-    "normal_kl": NORMAL_KL,
-    "prior_kl": PRIOR_KL,
-    "eps_loss_weight": EPS_LOSS_WEIGHT,
-    "p_sample_step": P_SAMPLE_STEP,
-    "timestep_embedding": TIMESTEP_EMBEDDING,
-    "training_loss": TRAINING_LOSS,
-    "ema_update": EMA_UPDATE,
-    "ddim_step": DDIM_STEP,
-    "respaced_betas": RESPACED_BETAS,
-    "up_in_channels": UP_IN_CHANNELS,
-    "residual_block_parameters": RESIDUAL_BLOCK_PARAMETERS,
-    "embedding_dot": EMBEDDING_DOT,
-    "learned_log_variance": LEARNED_LOG_VARIANCE,
-}
-"""Every exercise by name; ``EXERCISES[name].wrong_answers()`` lists its typical mistakes as functions."""
