@@ -1,18 +1,20 @@
 """The ``ddpm-lite`` command (also ``python -m ddpm_lite``): train, sample, reconstruct, evaluate::
 
-    ddpm-lite train  --dataset digits [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR
-                     [--resume] [--bf16] [--lr LR] ...
+    ddpm-lite train  [--dataset digits|mnist|... [--split train|test] | --data FOLDER_OR_NPY]
+                     [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR [--resume] ...
     ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|churn] [--steps K] [--eta E]
                      [--seed S] --out FILE
 
     ddpm-lite reconstruct --checkpoint DIR --task denoise|inpaint|superres|sdedit --input FILE --out FILE
                      [--sigma S] [--mask FILE] [--method replace|repaint|ddnm] [--scale K] [--t T] [--steps K]
-    ddpm-lite eval   --checkpoint DIR --metric fd|bpd [--num N] [--split heldout|train]
+    ddpm-lite eval   --checkpoint DIR --metric fd|bpd [--num N] [--split test|train] [--data FOLDER_OR_NPY]
 
 ``train`` writes DIR/checkpoint.pt and DIR/log.jsonl; ``sample`` uses the EMA weights and writes FILE.npy
 (float32 (N, C, H, W) in [-1, 1]) or FILE.png (a grid). ``reconstruct`` reads FILE.npy ((H, W), (C, H, W) or
-(N, C, H, W) in [-1, 1]) or FILE.png and writes the same kinds. ``eval`` scores a model on held-out data. Several processes: ``torchrun --nproc_per_node 2 -m
-ddpm_lite train ...``. Flag defaults are the fields of :class:`~ddpm_lite.training.TrainConfig`.
+(N, C, H, W) in [-1, 1]) or FILE.png and writes the same kinds (:mod:`ddpm_lite.images`). ``eval`` scores a model
+on held-out data (:mod:`ddpm_lite.evaluation`). Several processes: ``torchrun --nproc_per_node 2 -m ddpm_lite train
+...``. ``train``'s flags are the fields of :class:`~ddpm_lite.training.TrainConfig`, with its defaults and help.
+This module parses, calls the library and prints; the work is done in the library.
 
 A bad argument prints one line, ``ddpm-lite: error: ...``, and exits with status 2, before any training or
 sampling starts. A run that diverges (NaN or inf) or runs out of memory prints one line and exits with status 1,
@@ -22,20 +24,19 @@ exits with 128 + the signal number (130, 143); ``--resume`` continues from there
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
 import sys
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
-from ._io import write_atomic
+from ._random import MAX_SEED
 
 PROG = "ddpm-lite"
-OUTPUT_SUFFIXES = (".npy", ".png")
-MAX_SEED = 2**63 - 1  # = training.MAX_SEED (torch takes 64-bit seeds); here to keep `import ddpm_lite.cli` light
 MAX_NUM = 1_000_000  # samples per `ddpm-lite sample` call (.npy is written batch by batch: memory stays bounded)
-MAX_PNG_NUM = 4096  # a PNG grid is built in memory: 64 x 64 images at most
 
 
 class UsageError(Exception):
@@ -87,13 +88,48 @@ def _number(minimum: float, inclusive: bool = True, maximum: float | None = None
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
-    from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+def _add_train_config_flags(parser) -> None:
+    """One flag per TrainConfig field: --batch-size for batch_size, with the field's type, default and help.
+
+    The values are checked by TrainConfig itself (its errors name the flag, see :func:`_flagify`).
+    """
+    from .data import DATASETS, SPLITS
     from .training import TrainConfig
 
-    def default(name: str) -> str:  # the defaults live in TrainConfig
-        return f"(default {TrainConfig.__dataclass_fields__[name].default})"
+    choices = {"dataset": DATASETS, "split": SPLITS}
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kind = next(a for a in typing.get_args(hints[field.name]) or (hints[field.name],) if a is not type(None))
+        options = {"help": f"{field.metadata['help']} (default {field.default})", "default": None}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _typed(kind)
+            options["choices"] = choices.get(field.name)
+            options["metavar"] = {"data": "PATH", "time_budget": "SECONDS"}.get(field.name)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
+
+
+def _typed(kind):
+    """An argparse type: int or float (or str), with a one-line error naming what was expected."""
+    if kind is str:
+        return str
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
     parser = _Parser(prog=PROG, description="Train and sample denoising diffusion models (Ho et al. 2020).")
     commands = parser.add_subparsers(dest="command", metavar="{train,sample,reconstruct,eval}")
@@ -102,23 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model (Algorithm 1); writes DIR/checkpoint.pt and DIR/log.jsonl",
         description="Train a U-Net with Algorithm 1 of Ho et al. 2020. Unset flags take TrainConfig's defaults, "
         "or with --resume the checkpoint's values.")
+    _add_train_config_flags(train)
     arg = train.add_argument
-    arg("--dataset", choices=DATASETS, help=f"training images {default('dataset')}")
-    arg("--steps", type=_positive_int, help="stop after N optimizer steps in total")
-    arg("--time-budget", type=_number(0, inclusive=False), metavar="SECONDS",
-        help="stop after this many seconds of training in total (with --steps: whichever comes first)")
-    arg("--batch-size", type=_positive_int, help=f"images per step and process {default('batch_size')}")
-    arg("--lr", type=_number(0, inclusive=False), help=f"AdamW learning rate {default('lr')}")
-    arg("--weight-decay", type=_number(0), help=f"AdamW weight decay {default('weight_decay')}")
-    arg("--warmup-steps", type=_non_negative_int, help=f"linear lr warm-up {default('warmup_steps')}")
-    arg("--grad-clip", type=_number(0), help=f"gradient-norm clip, 0 = off {default('grad_clip')}")
-    arg("--ema-decay", type=_number(0, maximum=1), help=f"EMA decay {default('ema_decay')}")
-    arg("--seed", type=_seed, help=f"random seed {default('seed')}")
-    arg("--bf16", action=argparse.BooleanOptionalAction, default=None,
-        help=f"run the network under bfloat16 autocast {default('bf16')}")
-    arg("--log-every", type=_positive_int, help=f"steps between log lines {default('log_every')}")
-    arg("--checkpoint-every", type=_positive_int, help=f"steps between checkpoints {default('checkpoint_every')}")
-    arg("--device", help=f"auto (cuda if available), cpu, cuda or cuda:N {default('device')}")
     arg("--out", required=True, metavar="DIR", help="run directory for checkpoint.pt and log.jsonl")
     arg("--resume", action="store_true", help="continue the run in DIR where its checkpoint stopped")
     arg("--no-progress", action="store_true", help="no progress bar")
@@ -147,18 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- train
 def run_train(args) -> None:
-    from .training import (CHECKPOINT_NAME, LOG_NAME, TrainConfig, check_run_dir, checkpoint_configs,
-                           default_configs, read_checkpoint, train)
+    from .checkpoints import CHECKPOINT_NAME, LOG_NAME, check_run_dir, checkpoint_configs, read_checkpoint
+    from .data import DatasetNotFoundError
+    from .training import TrainConfig, train
 
     out = _writable_path(args.out, "DIR")
     try:
         check_run_dir(out, args.resume)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    given = {name: getattr(args, name) for name in ("dataset", "steps", "time_budget", "batch_size", "lr",
-             "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "seed", "bf16", "log_every",
-             "checkpoint_every", "device")}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     given = {name: value for name, value in given.items() if value is not None}
+    if "data" in given:
+        given["dataset"] = None
+    model_config = diffusion_config = None  # default_configs of the data
     if args.resume:
         configs = checkpoint_configs(read_checkpoint(out))  # the run's own settings, unless a flag changes them
         model_config, diffusion_config = configs["model_config"], configs["diffusion_config"]
@@ -166,23 +189,17 @@ def run_train(args) -> None:
     else:
         if "steps" not in given and "time_budget" not in given:
             raise UsageError("say when to stop: give --steps N, --time-budget SECONDS, or both")
-        model_config, diffusion_config = default_configs(given.get("dataset", "digits"))
         base = {}
     try:
         config = TrainConfig(**(base | given))
     except ValueError as exc:
         raise UsageError(_flagify(str(exc))) from None
     _device(config.device)  # present on this machine?
-
-    from .data import DatasetNotFoundError, default_data_root
-
     try:
         result = train(model_config, diffusion_config, config, out_dir=out, resume=args.resume,
                        progress=not args.no_progress)
-    except DatasetNotFoundError:
-        raise UsageError(f"--dataset {config.dataset}: its files are not under {default_data_root()} (set "
-                         "DDPM_LITE_DATA to their folder, or fetch them there with torchvision), or use --dataset "
-                         "digits, which ships offline") from None
+    except DatasetNotFoundError as exc:
+        raise UsageError(f"--dataset {config.dataset}: {exc}") from None
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
@@ -201,62 +218,45 @@ def _flagify(message: str) -> str:
 def run_sample(args) -> None:
     import torch
 
-    from .sampling import sample
+    from ._io import write_atomic
+    from .evaluation import sample_batches
+    from .images import MAX_GRID, save_images, write_npy
 
     out = _output_file(args.out)  # all of the output checks come before any sampling
     png = out.suffix.lower() == ".png"
-    if png and args.num > MAX_PNG_NUM:
-        raise UsageError(f"--num {args.num} is too many for a .png grid (at most {MAX_PNG_NUM}); write .npy instead")
+    if png and args.num > MAX_GRID:
+        raise UsageError(f"--num {args.num} is too many for a .png grid (at most {MAX_GRID}); write .npy instead")
     if args.eta is not None and args.sampler != "ddim":
         raise UsageError(f"--eta applies to --sampler ddim only; drop it for --sampler {args.sampler}")
-    if args.eta is not None and args.eta > 1:
-        raise UsageError(f"--eta {args.eta:g} is above 1 (DDPM-like noise); use 0 to 1")
     model, diffusion, configs, device = _load_run(args)
-    T = diffusion.num_timesteps
-    steps = _sampling_steps(args, T)
-    mc = configs["model_config"]
-    image_shape = (mc.image_channels, mc.image_size, mc.image_size)
+    steps = _sampling_steps(args, diffusion.num_timesteps)
+    image_shape = _image_shape(configs)
     _check_free_space(out, args.num * math.prod(image_shape) * 4)
-
-    generator = torch.Generator(device).manual_seed(args.seed)
-
-    def batches():  # (n, C, H, W) float32 in [-1, 1] on the CPU, batch by batch
-        for start in range(0, args.num, args.batch_size):
-            n = min(args.batch_size, args.num - start)
-            x = sample(diffusion, model, (n, *image_shape), sampler=args.sampler, steps=steps,
-                       eta=args.eta or 0.0, generator=generator, device=device, progress=not args.no_progress)
-            yield x.clamp(-1, 1).to(torch.float32).cpu()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+    batches = sample_batches(diffusion, model, args.num, image_shape, batch_size=args.batch_size,
+                             sampler=args.sampler, steps=steps, eta=args.eta or 0.0,
+                             generator=torch.Generator(device).manual_seed(args.seed), device=device,
+                             progress=not args.no_progress)
     if png:
-        save_image_grid(torch.cat(list(batches())), out)
+        save_images(torch.cat(list(batches)), out)
     else:
-        write_atomic(out, lambda f: _stream_npy(f, (args.num, *image_shape), batches()))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, lambda f: write_npy(f, (args.num, *image_shape), batches))
     print(f"wrote {args.num} samples ({args.sampler}, {steps} steps) to {out}")
 
 
-def _stream_npy(f, shape: tuple[int, ...], batches) -> None:
-    """Write an .npy file of float32 ``shape`` to the binary file f from an iterator of batches (n, ...).
-
-    The header says the full shape; the data follow batch by batch (C order), so one batch is in memory at a time.
-    """
-    import numpy as np
-
-    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
-    written = 0
-    for batch in batches:
-        f.write(np.ascontiguousarray(batch.numpy(), dtype="<f4").tobytes())
-        written += batch.shape[0]
-    if written != shape[0]:
-        raise RuntimeError(f"wrote {written} samples, expected {shape[0]}")
+def _image_shape(configs: dict) -> tuple[int, int, int]:
+    mc = configs["model_config"]
+    return mc.image_channels, mc.image_size, mc.image_size
 
 
 def _output_file(text: str) -> Path:
     """--out FILE.npy or FILE.png: writable, not a directory; checked before any work starts."""
+    from .images import FILE_SUFFIXES
+
     out = _writable_path(text, "FILE")
     if out.is_dir():
         raise UsageError(f"--out {text!r} is a directory; name a file in it, e.g. {out / 'samples.npy'}")
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+    if out.suffix.lower() not in FILE_SUFFIXES:
         raise UsageError(f"--out {text!r} must end in .npy or .png")
     return out
 
@@ -266,9 +266,7 @@ def _writable_path(text: str, what: str) -> Path:
     if not text.strip():
         raise UsageError(f"--out is empty; give a {what}")
     path = Path(text).expanduser()
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _existing_parent(path)
     if not existing.is_dir():
         raise UsageError(f"--out {text!r}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -276,10 +274,15 @@ def _writable_path(text: str, what: str) -> Path:
     return path
 
 
-def _check_free_space(path: Path, needed: int) -> None:
+def _existing_parent(path: Path) -> Path:
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    return existing
+
+
+def _check_free_space(path: Path, needed: int) -> None:
+    existing = _existing_parent(path)
     free = shutil.disk_usage(existing).free
     if needed > free:
         raise UsageError(f"--num: the samples need {needed / 1e9:.1f} GB, {existing} has {free / 1e9:.1f} GB free; "
@@ -287,14 +290,24 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 
 def _load_run(args):
-    """The EMA model of --checkpoint on --device: (model, diffusion, configs, device); a missing file is one line."""
-    from .training import checkpoint_path, load_checkpoint
+    """The EMA model of --checkpoint on --device: (model, diffusion, configs, device); a missing file is one line.
+
+    A checkpoint of a network of your own is refused in one line: the command line rebuilds U-Nets only.
+    """
+    from .checkpoints import CheckpointError, checkpoint_path, checkpoint_configs, load_checkpoint, read_checkpoint
 
     file = checkpoint_path(args.checkpoint)
     if not file.is_file():
         raise UsageError(f"no checkpoint at {file}; train one with `ddpm-lite train --out DIR`")
     device = _device(args.device)
-    return (*load_checkpoint(args.checkpoint, device=device, ema=True), device)
+    try:
+        return (*load_checkpoint(args.checkpoint, device=device, ema=True), device)
+    except CheckpointError as exc:
+        if "model of your own" not in str(exc):
+            raise
+        raise UsageError(f"{file} holds a network of your own, not a ddpm_lite U-Net, and the command line "
+                         "cannot rebuild it; sample it in Python: model, diffusion, configs = "
+                         "ddpm_lite.load_checkpoint(DIR, model=YourNet(...))") from None
 
 
 def _check_steps_fit(steps: int | None, T: int) -> None:
@@ -304,44 +317,22 @@ def _check_steps_fit(steps: int | None, T: int) -> None:
 
 
 def _sampling_steps(args, T: int) -> int:
-    """--steps, checked against the model's T; by default T for ddpm (Algorithm 2) and DEFAULT_STEPS for the rest."""
-    from .sampling import DEFAULT_STEPS
+    """--steps, checked against the model's T; by default the sampler's (ddpm_lite.sampling.default_steps)."""
+    from .sampling import default_steps
 
     if args.steps is None:
-        return T if args.sampler == "ddpm" else min(DEFAULT_STEPS, T)
+        return default_steps(args.sampler, T)
     _check_steps_fit(args.steps, T)
     return args.steps
 
 
 def _device(name: str):
-    from .training import default_device
+    from ._device import default_device
 
     try:
         return default_device(name)
     except ValueError as exc:
         raise UsageError(_flagify(str(exc))) from None
-
-
-def save_image_grid(images, path, ncol: int | None = None, scale: int | None = None, padding: int = 2) -> None:
-    """Write images (N, C, H, W) in [-1, 1] as one PNG grid (Pillow, imported here).
-
-    ncol: images per row (default ceil(sqrt(N))); scale: nearest-neighbour enlargement (default: at least 64 px
-    per image, so 8x8 digits become 64x64); ``padding`` white pixels between images.
-    """
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("writing .png needs Pillow: pip install pillow (or write .npy)") from None
-    from .book.plotting import image_grid
-
-    n, c, h, w = images.shape
-    if c not in (1, 3):
-        raise ValueError(f"a PNG grid needs 1 or 3 channels, got {c}")
-    scale = scale or max(1, 64 // max(h, w))
-    enlarged = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)  # (N, C, sH, sW)
-    grid = (image_grid(enlarged, ncol, pad=padding) * 255).round().astype("uint8")  # (H', W', C)
-    array = grid[..., 0] if c == 1 else grid
-    write_atomic(Path(path), lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 # ---------------------------------------------------------------------------------------------- reconstruct
@@ -371,85 +362,50 @@ def _add_reconstruct_parser(commands) -> None:
     arg("--scale", type=_positive_int, help="superres: the upscaling factor K; it must divide the model's image size")
     arg("--t", type=_non_negative_int, help="sdedit: the time index 0 ... T-1 to noise the input to")
     arg("--steps", type=_positive_int, help="reverse steps, evenly spaced (default: every step)")
-    arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    arg("--seed", type=_seed, default=0, help="random seed (default 0)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
-def _read_array(path: str, what: str, channels: int):
-    """A .npy array as float32, or a .png as float32 in [-1, 1] (grey or RGB to match ``channels``)."""
-    import numpy as np
+def _read_images(path: str, what: str, channels: int, size: int, check: bool = True):
+    """--input or --mask: (N, C, H, W) float32 of the model's C and the given size (H = W), read and checked."""
+    from .images import load_images
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UsageError(f"{what} {path!r}: no such file")
-    suffix = file.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(file, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"{what} {path!r} is not a readable .npy array ({' '.join(str(exc).split())})") from None
-        return np.asarray(array, dtype=np.float32)
-    if suffix == ".png":
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(file) as image:
-                pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
-        except (UnidentifiedImageError, OSError):
-            raise UsageError(f"{what} {path!r} is not a readable PNG image") from None
-        pixels = pixels / 127.5 - 1  # (H, W) or (H, W, 3) -> [-1, 1]
-        return pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    raise UsageError(f"{what} {path!r} must end in .npy or .png")
-
-
-def _as_batch(array, channels: int, size: int, what: str):
-    """(H, W), (C, H, W) or (N, C, H, W) -> a float32 tensor (N, C, H, W) of the expected C and size."""
-    import numpy as np
-    import torch
-
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[1] != channels or array.shape[2:] != (size, size):
-        raise UsageError(f"{what} has shape {tuple(array.shape)}; this model needs images of shape ({channels}, {size}, "
+    try:
+        x = load_images(path, channels=channels, check=check)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path!r}: no such file") from None
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if x.shape[1] != channels or tuple(x.shape[2:]) != (size, size):
+        raise UsageError(f"{what} has shape {tuple(x.shape)}; this model needs images of shape ({channels}, {size}, "
                          f"{size}) as (H, W), (C, H, W) or (N, C, H, W)")
-    if not np.isfinite(array).all():
-        raise UsageError(f"{what} contains NaN or infinite values")
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _check_range(x, what: str) -> None:
-    low, high = float(x.min()), float(x.max())
-    if low < -1 - 1e-6 or high > 1 + 1e-6:
-        raise UsageError(f"{what} has values in [{low:.3g}, {high:.3g}]; scale it to [-1, 1] (x / 127.5 - 1 for 8-bit "
-                         "pixels)")
+    return x
 
 
 def run_reconstruct(args) -> None:
     import torch
 
     from . import reconstruction as R
+    from .images import save_images
 
     out = _output_file(args.out)
     needed = {"denoise": "sigma", "inpaint": "mask", "superres": "scale", "sdedit": "t"}[args.task]
     if getattr(args, needed) is None:
         raise UsageError(f"--task {args.task} needs --{needed}")
     model, diffusion, configs, device = _load_run(args)
-    mc, T = configs["model_config"], diffusion.num_timesteps
-    channels, size = mc.image_channels, mc.image_size
+    channels, size, _ = _image_shape(configs)
+    T = diffusion.num_timesteps
     _check_steps_fit(args.steps, T)
 
     # Read and check every input before any sampling starts.
-    if args.task == "superres":
-        if size % args.scale:
-            raise UsageError(f"--scale {args.scale} does not divide the model's image size {size}; use a divisor such "
-                             f"as {', '.join(str(k) for k in range(2, size + 1) if size % k == 0)}")
-        x = _as_batch(_read_array(args.input, "--input", channels), channels, size // args.scale, "--input")
-    else:
-        x = _as_batch(_read_array(args.input, "--input", channels), channels, size, "--input")
-    if args.task != "denoise":  # a noisy image may leave [-1, 1]; every other input is an image
-        _check_range(x, "--input")
+    if args.task == "superres" and size % args.scale:
+        raise UsageError(f"--scale {args.scale} does not divide the model's image size {size}; use a divisor such "
+                         f"as {', '.join(str(k) for k in range(2, size + 1) if size % k == 0)}")
+    input_size = size // args.scale if args.task == "superres" else size
+    # a noisy image may leave [-1, 1]; every other input is an image
+    x = _read_images(args.input, "--input", channels, input_size, check=args.task != "denoise")
+    if args.task == "denoise" and not bool(torch.isfinite(x).all()):
+        raise UsageError("--input contains NaN or infinite values")
     if args.task == "sdedit" and args.t >= T:
         raise UsageError(f"--t {args.t} is outside 0 ... {T - 1} (T = {T})")
     if args.task == "denoise":
@@ -458,9 +414,8 @@ def run_reconstruct(args) -> None:
         except ValueError as exc:
             raise UsageError(f"--sigma: {exc}") from None
     if args.task == "inpaint":
-        mask = _read_array(args.mask, "--mask", 1)
-        mask = (mask > 0).astype("float32") if Path(args.mask).suffix.lower() == ".png" else mask
-        mask = torch.from_numpy(mask)
+        mask = _read_images(args.mask, "--mask", 1, size, check=False)
+        mask = (mask > 0).float() if Path(args.mask).suffix.lower() != ".npy" else mask  # a picture: white = known
         try:
             R._check_mask(mask, x)
         except ValueError as exc:
@@ -478,79 +433,75 @@ def run_reconstruct(args) -> None:
         else:
             result = R.inpaint(diffusion, model, x, mask.to(device), method=args.method, steps=args.steps,
                                jump=args.jump, resample=args.resample, generator=generator)
-    _write_images(result.cpu().clamp(-1, 1).float(), out)
+    save_images(result.clamp(-1, 1), out)
     print(f"wrote {len(result)} reconstructed image(s) ({args.task}) to {out}")
-
-
-def _write_images(images, out: Path) -> None:
-    """(N, C, H, W) in [-1, 1] -> out.npy (float32) or out.png (a grid), written atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        import numpy as np
-
-        write_atomic(out, lambda f: np.save(f, images.numpy()))
-    else:
-        save_image_grid(images, out)
 
 
 # ---------------------------------------------------------------------------------------------- eval
 def _add_eval_parser(commands) -> None:
-    from .sampling import DEFAULT_STEPS, SAMPLERS
+    from .data import SPLITS
+    from .sampling import DEFAULT_SAMPLER, SAMPLERS
 
     ev = commands.add_parser(
         "eval", help="score a trained model on held-out data: Frechet distance (digits) or bits/dim",
         description="fd: the Frechet distance of N samples against the 360 held-out digits, with the floor at that N "
         "(N real training digits scored the same way). bpd: the variational bound in bits/dim on N images of the "
-        "held-out (or training) split.")
+        "test (held-out) split, or of --data, beside the bound of a uniform distribution over the grey levels.")
     arg = ev.add_argument
     arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
     arg("--metric", required=True, choices=("fd", "bpd"), help="fd (digits models only) or bpd")
     arg("--num", type=_positive_int, help="fd: samples, 2 ... 1437 (default 1000); bpd: images (default: all "
         "held-out digits, or 1000)")
-    arg("--split", choices=("heldout", "train"), default="heldout", help="bpd: which split (default heldout)")
-    arg("--sampler", choices=SAMPLERS, default="ddpm", help="fd: the sampler (default ddpm)")
-    arg("--steps", type=_positive_int,
-        help=f"fd: network evaluations K <= T (default: T for ddpm, {DEFAULT_STEPS} for the others)")
-    arg("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    arg("--split", choices=SPLITS, default="test", help="bpd: which split of the model's dataset (default test, the "
+        "held-out images)")
+    arg("--data", metavar="PATH", help="bpd: held-out images (a folder or .npy) instead of the dataset's split")
+    arg("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"fd: the sampler (default {DEFAULT_SAMPLER})")
+    arg("--steps", type=_positive_int, help="fd: network evaluations K <= T (default: the sampler's, "
+        "ddpm_lite.sampling.default_steps)")
+    arg("--seed", type=_seed, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=500, help="images per forward pass (default 500)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    arg("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_eval(args) -> None:
     import torch
 
     from .data import load_dataset
+    from .evaluation import bits_per_dim, digits_frechet_distance
 
     model, diffusion, configs, device = _load_run(args)
-    dataset, T = configs["train_config"].dataset, diffusion.num_timesteps
+    train_config = configs["train_config"]
+    dataset, T = train_config.dataset, diffusion.num_timesteps
     steps = _sampling_steps(args, T)
-    generator = torch.Generator(device).manual_seed(args.seed)
+    progress = not args.no_progress
     if args.metric == "fd":
-        from .book.classifier import digits_fd, real_vs_real_floor
-        from .sampling import sample
-
         if dataset != "digits":
-            raise UsageError(f"--metric fd needs the digit classifier, so digits models only (this one: {dataset}); "
-                             "use --metric bpd")
-        num = args.num or 1000
-        if not 2 <= num <= 1437:
-            raise UsageError(f"--num {num}: fd needs 2 ... 1437 samples (the floor uses as many training digits)")
-        mc = configs["model_config"]
-        chunks = [sample(diffusion, model, (min(args.batch_size, num - start), mc.image_channels, mc.image_size,
-                                            mc.image_size), sampler=args.sampler, steps=steps,
-                         generator=generator, device=device).cpu() for start in range(0, num, args.batch_size)]
-        fd, floor = digits_fd(torch.cat(chunks).clamp(-1, 1)), real_vs_real_floor(num, seed=args.seed)
-        print(f"FD {fd:.2f} of {num} samples ({args.sampler}, {steps} steps) against the 360 held-out digits; "
-              f"floor at n = {num} (real training digits): {floor:.2f}")
+            raise UsageError(f"--metric fd needs the digit classifier, so digits models only (this one: "
+                             f"{dataset or train_config.data or 'your own data'}); use --metric bpd")
+        try:
+            result = digits_frechet_distance(diffusion, model, args.num or 1000, seed=args.seed,
+                                             batch_size=args.batch_size, device=device, progress=progress,
+                                             sampler=args.sampler, steps=steps)
+        except ValueError as exc:
+            raise UsageError(f"--num: {exc}") from None
+        print(f"FD {result['fd']:.2f} of {result['num']} samples ({args.sampler}, {steps} steps) against the 360 "
+              f"held-out digits; floor at n = {result['num']} (real training digits): {result['floor']:.2f}")
         return
-    images = load_dataset(dataset, train=args.split == "train")
+    if args.data is not None:
+        images, what = _read_images(args.data, "--data", *_image_shape(configs)[:2]), args.data
+    elif dataset is None:
+        raise UsageError(f"this model was trained on {train_config.data or 'data passed to train()'}; give held-out "
+                         "images of the same kind with --data FOLDER_OR_NPY")
+    else:
+        images, what = load_dataset(dataset, train=args.split == "train"), f"{args.split} images of {dataset}"
     images = images[: args.num or (len(images) if dataset == "digits" else 1000)]
-    totals = torch.cat([diffusion.calc_bpd_loop(model, batch.to(device), clip_denoised=True,
-                                                generator=generator)["total_bpd"].cpu()
-                        for batch in images.split(args.batch_size)]).double()
-    se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
-    print(f"bits/dim {totals.mean().item():.3f} +- {se:.3f} (standard error) on {len(totals)} {args.split} images of "
-          f"{dataset} ({T} terms)")
+    result = bits_per_dim(diffusion, model, images, batch_size=args.batch_size, device=device, progress=progress,
+                          generator=torch.Generator(device).manual_seed(args.seed))
+    verdict = "above it: the model is untrained or broken" if result["bpd"] > result["uniform"] else "below it"
+    print(f"bits/dim {result['bpd']:.3f} +- {result['se']:.3f} (standard error) on {result['num']} {what} ({T} "
+          f"terms); a uniform distribution over the {diffusion.config.data_bins} grey levels scores "
+          f"{result['uniform']:.3f} ({verdict})")
 
 
 COMMANDS = {"train": run_train, "sample": run_sample, "reconstruct": run_reconstruct, "eval": run_eval}

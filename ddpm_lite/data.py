@@ -25,7 +25,8 @@ chapter trains on. Every quality number (Fréchet distance, bits/dim) is measure
 on the held-out digits; ``train=None`` returns all 1,797 (for pictures only).
 
 The torchvision sets look for their files under ``root``, which defaults to
-``$DDPM_LITE_DATA`` or else ``~/.cache/ddpm_lite/data``. If they are missing
+``$DDPM_LITE_DATA`` or else the folder ``data`` in ddpm_lite's cache (:func:`ddpm_lite._io.default_cache_dir`:
+``~/.cache/ddpm_lite/data`` on most machines). If they are missing
 (and ``download=False``, or the download fails) a one-line
 :class:`DatasetNotFoundError` says what to do. For the MNIST family, a folder
 holding only one split's raw IDX files (``{root}/MNIST/raw/t10k-images-idx3-ubyte.gz``
@@ -52,19 +53,25 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
+from ._io import default_cache_dir
+from .images import SCALE_HINT, check_images
+
 __all__ = [
     "DATASETS",
-    "DATASET_SHAPES",
+    "SPLITS",
     "DIGITS_HELDOUT_SIZE",
     "DIGITS_SPLIT_SEED",
     "TOY_2D",
     "DatasetNotFoundError",
     "GaussianMixture",
+    "as_images",
     "default_data_root",
     "digits_split_indices",
     "load_dataset",
@@ -76,13 +83,10 @@ __all__ = [
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 """Names accepted by :func:`load_dataset`."""
 
-DATASET_SHAPES = {
-    "digits": (1, 8, 8),
-    "mnist": (1, 28, 28),
-    "fashion_mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-}
-"""Native (C, H, W) of each dataset, before any ``pad_to``."""
+Split = Literal["train", "test"]
+SPLITS = get_args(Split)
+"""A dataset's two splits: ``train`` (load_dataset's train=True) and ``test`` (train=False; for digits the 360
+held-out digits)."""
 
 DIGITS_HELDOUT_SIZE = 360
 """Digits held out (20 %): the rest, 1,437, are the training split."""
@@ -104,9 +108,9 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def default_data_root() -> Path:
-    """Where torchvision datasets are looked for: ``$DDPM_LITE_DATA`` or ``~/.cache/ddpm_lite/data``."""
+    """Where torchvision datasets are looked for: ``$DDPM_LITE_DATA``, else ``data`` in ddpm_lite's cache folder."""
     env = os.environ.get("DDPM_LITE_DATA")
-    return Path(env).expanduser() if env else Path("~/.cache/ddpm_lite/data").expanduser()
+    return Path(env).expanduser() if env else default_cache_dir() / "data"
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +118,17 @@ def default_data_root() -> Path:
 # ---------------------------------------------------------------------------
 
 
-def load_dataset(
+def load_dataset(name: str = "digits", **options) -> torch.Tensor:
+    """Load an image dataset as float32 in [-1, 1] -> (N, C, H, W): :func:`load_dataset_with_labels` without the labels.
+
+    options: root, train, download, limit, pad_to, as there. ``load_dataset("digits")`` gives the 1,437 training
+    digits, ``load_dataset("digits", train=False)`` the 360 held-out ones.
+    """
+    images, _ = load_dataset_with_labels(name, **options)
+    return images
+
+
+def load_dataset_with_labels(
     name: str = "digits",
     *,
     root: str | os.PathLike | None = None,
@@ -122,8 +136,8 @@ def load_dataset(
     download: bool = False,
     limit: int | None = None,
     pad_to: int | None = None,
-) -> torch.Tensor:
-    """Load an image dataset as float32 in [-1, 1] -> (N, C, H, W).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load an image dataset and its labels: images (N, C, H, W) float32 in [-1, 1], labels (N,) int64 in 0..9.
 
     Args:
         name: one of :data:`DATASETS` (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``).
@@ -140,26 +154,6 @@ def load_dataset(
     Raises:
         ValueError: unknown ``name`` or bad ``limit``/``pad_to``.
         DatasetNotFoundError: the files are missing and could not be downloaded.
-    """
-    images, _ = load_dataset_with_labels(
-        name, root=root, train=train, download=download, limit=limit, pad_to=pad_to
-    )
-    return images
-
-
-def load_dataset_with_labels(
-    name: str = "digits",
-    *,
-    root: str | os.PathLike | None = None,
-    train: bool | None = True,
-    download: bool = False,
-    limit: int | None = None,
-    pad_to: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like :func:`load_dataset`, but also return the labels.
-
-    Returns:
-        images (N, C, H, W) float32 in [-1, 1], labels (N,) int64 in 0..9.
     """
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
     if key not in DATASETS:
@@ -191,6 +185,81 @@ def load_dataset_with_labels(
     return images.contiguous(), labels.to(torch.int64)
 
 
+# ---------------------------------------------------------------------------
+# Your own data
+# ---------------------------------------------------------------------------
+
+IMAGE_KEYS = ("image", "images", "pixel_values", "img", "x")  # dict items: where the image is looked for
+
+
+def as_images(data, what: str = "data") -> torch.Tensor:
+    """The images a student already has -> float32 (N, C, H, W) in [-1, 1] (or points (N, D)), checked.
+
+    data: a tensor or NumPy array (N, C, H, W) in [-1, 1] (or (N, D)); a path to a folder of images or a .npy file
+    (:func:`ddpm_lite.images.load_images`); a torch ``Dataset`` or ``DataLoader`` whose items are images, or tuples
+    ``(image, label, ...)`` (a torchvision dataset, e.g. ``torchvision.datasets.MNIST(root, train=False)``), or dicts
+    with an "image" entry. PIL images are scaled from 8-bit pixels (x / 127.5 - 1); tensors must already be in
+    [-1, 1] (``transforms.ToTensor()`` gives [0, 1]: add ``transforms.Normalize([0.5], [0.5])``).
+    Everything is read into memory once (the trainer samples its batches from there).
+    Errors (:func:`ddpm_lite.images.check_images`) are one line naming the fix.
+    """
+    from torch.utils.data import DataLoader, Dataset
+
+    from .images import load_images
+
+    if isinstance(data, (str, os.PathLike)):
+        return load_images(data)
+    if isinstance(data, DataLoader):
+        images = torch.cat([_item_image(batch, what, batched=True) for batch in data])
+    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+                                        and not isinstance(data, torch.Tensor) and not hasattr(data, "__array__")):
+        items = [_item_image(data[i], what, batched=False) for i in range(len(data))]
+        if not items:
+            raise ValueError(f"{what} is empty; pass at least one image")
+        shapes = {tuple(item.shape) for item in items}
+        if len(shapes) > 1:
+            raise ValueError(f"{what} holds images of {len(shapes)} shapes ({', '.join(map(str, sorted(shapes)[:2]))}, "
+                             "...); resize or crop them to one size first")
+        images = torch.stack(items)
+    else:
+        images = torch.as_tensor(data)
+        if not images.dtype.is_floating_point:
+            check_images(images, what)  # the integer-dtype message
+    images = images.to(torch.float32).contiguous()
+    check_images(images, what)
+    if len(images) == 0:
+        raise ValueError(f"{what} is empty; pass at least one image")
+    if images.ndim == 4 and images.numel() > 1 and float(images.min()) >= 0:
+        warnings.warn(f"{what} has no negative values (from {float(images.min()):g} to {float(images.max()):g}): "
+                      "images in [0, 1] (transforms.ToTensor()) must be rescaled to [-1, 1] with x * 2 - 1",
+                      stacklevel=2)
+    return images
+
+
+def _item_image(item, what: str, batched: bool) -> torch.Tensor:
+    """One dataset item (or one loader batch) -> its image tensor: (C, H, W), or (B, C, H, W) when batched."""
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    if isinstance(item, dict):
+        key = next((k for k in IMAGE_KEYS if k in item), None)
+        if key is None:
+            raise ValueError(f"{what}: its items are dicts without an image entry ({', '.join(IMAGE_KEYS)}); "
+                             f"got keys {sorted(item)[:5]}")
+        item = item[key]
+    if hasattr(item, "mode") and hasattr(item, "size") and not isinstance(item, torch.Tensor):  # a PIL image
+        import numpy as np
+
+        array = np.asarray(item.convert("L" if item.mode in ("1", "L", "I", "F", "I;16") else "RGB"), np.float32)
+        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(array / 127.5 - 1))
+    x = torch.as_tensor(item)
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{what} yields integer pixels ({x.dtype}); {SCALE_HINT}")
+    if x.ndim == (3 if batched else 2):  # grey images without a channel axis: add it
+        x = x.unsqueeze(-3)
+    return x
+
+
 def _load_digits() -> tuple[torch.Tensor, torch.Tensor, float]:
     from sklearn.datasets import load_digits
 
@@ -214,8 +283,8 @@ def digits_split_indices() -> tuple[torch.Tensor, torch.Tensor]:
 def _not_found(display: str, root: Path, reason: str = "") -> DatasetNotFoundError:
     why = f" ({reason})" if reason else ""
     return DatasetNotFoundError(
-        f"{display} not found under {root}{why}; run with download=True (needs a network) "
-        "or use load_dataset('digits'), which ships offline"
+        f"{display} not found under {root}{why}; set DDPM_LITE_DATA to the folder that holds it, run with "
+        "download=True (needs a network), or use load_dataset('digits'), which ships offline"
     )
 
 
@@ -258,10 +327,17 @@ def _load_mnist_family(
 
     # torchvision insists on all four raw files (both splits) before loading
     # either split; read the requested split's IDX files directly if present.
-    loaded = _read_raw_idx_split(root / folder / "raw", "train" if train else "t10k")
+    raw = root / folder / "raw"
+    loaded = _read_raw_idx_split(raw, "train" if train else "t10k")
     if loaded is not None:
         return loaded
-    split = "train" if train else "test"
+    split, other = ("training", "test") if train else ("test", "training")
+    if _read_raw_idx_split(raw, "t10k" if train else "train", probe=True):
+        option = "train=False (--split test)" if train else "train=True (--split train)"
+        raise DatasetNotFoundError(
+            f"the {display} {split} split is not under {root} (its files {raw}/"
+            f"{'train' if train else 't10k'}-*-ubyte[.gz] are missing); the {other} split is: use {option}, "
+            "or put the missing files there (download=True needs a network)") from None
     raise _not_found(f"{display} ({split} split)", root, reason) from None
 
 
@@ -272,12 +348,17 @@ def _find_raw(raw_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_raw_idx_split(raw_dir: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Read ``{prefix}-images-idx3-ubyte[.gz]`` and labels with torchvision's IDX readers."""
+def _read_raw_idx_split(raw_dir: Path, prefix: str, probe: bool = False):
+    """Read ``{prefix}-images-idx3-ubyte[.gz]`` and labels with torchvision's IDX readers -> (images, labels) or None.
+
+    probe=True: only say whether both files are there (True/False).
+    """
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     image_path = _find_raw(raw_dir, f"{prefix}-images-idx3-ubyte")
     label_path = _find_raw(raw_dir, f"{prefix}-labels-idx1-ubyte")
+    if probe:
+        return image_path is not None and label_path is not None
     if image_path is None or label_path is None:
         return None
     # torchvision's readers take an uncompressed path; decompress .gz files into

@@ -138,7 +138,8 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None, check: 
 
     .npy: (N, C, H, W), or (C, H, W) / (H, W) for one image, already in [-1, 1]. An image file or a folder of
     them: 8-bit pixels scaled by x / 127.5 - 1; ``channels`` 1 reads grey, 3 reads RGB (default: grey if every
-    image is grey, else RGB). check: also :func:`check_images` (the range). Errors are one-line ValueErrors
+    image is grey, else RGB). check: also :func:`check_images` (the range); check=False also reads integer .npy
+    arrays (masks of 0 and 1) as float32. Errors are one-line ValueErrors
     (FileNotFoundError for a missing path) that name the fix.
     """
     path = Path(path).expanduser()
@@ -151,7 +152,7 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None, check: 
                              "there, one per file")
         images = _read_pictures(files, channels, str(path))
     elif path.suffix.lower() == ".npy":
-        images = _read_npy(path)
+        images = _read_npy(path, integers=not check)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         images = _read_pictures([path], channels, str(path))
     else:
@@ -161,7 +162,7 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None, check: 
     return images
 
 
-def _read_npy(path: Path) -> torch.Tensor:
+def _read_npy(path: Path, integers: bool = False) -> torch.Tensor:
     import numpy as np
 
     try:
@@ -170,7 +171,7 @@ def _read_npy(path: Path) -> torch.Tensor:
         raise ValueError(f"{path} is not a readable .npy array ({' '.join(str(exc).split())})") from None
     if array.dtype.kind not in "fiub":
         raise ValueError(f"{path} holds {array.dtype} values; save numbers, float32 (N, C, H, W) in [-1, 1]")
-    if array.dtype.kind in "iub":
+    if array.dtype.kind in "iub" and not integers:  # integers: a 0/1 mask, read with check=False
         raise ValueError(f"{path} holds integer pixels ({array.dtype}); {SCALE_HINT}, and save float32")
     if array.ndim in (2, 3):  # one image: (H, W) or (C, H, W)
         array = array.reshape((1,) * (4 - array.ndim) + array.shape)

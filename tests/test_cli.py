@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddpm_lite.cli import main
-from ddpm_lite.training import load_checkpoint
+from ddpm_lite.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,12 +139,19 @@ def test_eval_fd_prints_the_floor(trained, monkeypatch, capsys):
     assert line.startswith("FD ") and "held-out" in line and "floor at n = 20" in line
 
 
-def test_eval_bpd_on_heldout(trained, monkeypatch, capsys):
+def test_eval_bpd_on_heldout_beside_the_uniform_reference(trained, monkeypatch, capsys):
+    """The 5-step model's bound is printed beside log2(17) = 4.087, the uniform distribution over the 17 levels,
+    with the verdict that the two numbers imply."""
+    import math
+    import re
+
     monkeypatch.chdir(trained)
-    assert main(["eval", "--checkpoint", "run", "--metric", "bpd", "--num", "4"]) == 0
+    assert main(["eval", "--checkpoint", "run", "--metric", "bpd", "--num", "4", "--no-progress"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("bits/dim ") and "4 heldout images of digits" in line
-    assert float(line.split()[1]) > 0
+    assert line.startswith("bits/dim ") and "4 test images of digits" in line
+    bpd, uniform = float(line.split()[1]), float(re.search(r"17 grey levels scores ([0-9.]+)", line).group(1))
+    assert uniform == round(math.log2(17), 3) and bpd > 0
+    assert ("above it: the model is untrained or broken" in line) == (bpd > uniform)
 
 
 RECONSTRUCT = ["reconstruct", "--checkpoint", "run", "--out", "r.npy"]
@@ -251,3 +258,14 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]  # written once, by rank 0 alone
     assert all(r["world_size"] == 2 for r in records)
     assert "trained to step 3" in done.stdout and done.stdout.count("trained to step") == 1
+
+
+def test_training_into_a_pipe_prints_a_few_progress_lines(tmp_path):
+    """stderr is a pipe here: 60 steps redraw the bar at most PIPE_LINES + 3 times, not once per step."""
+    from ddpm_lite._progress import PIPE_LINES
+
+    done = ddpm_lite("train", "--steps", 60, "--batch-size", 4, "--log-every", 10, "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    draws = done.stderr.count("\r")
+    assert 2 <= draws <= PIPE_LINES + 3, done.stderr
+    assert "60/60" in done.stderr

@@ -24,8 +24,9 @@ from ddpm_lite.cli import main
 from ddpm_lite.diffusion import DiffusionConfig
 from ddpm_lite.sampling import ddim_sample, p_sample, sample
 from ddpm_lite.schedules import NoiseSchedule, extract
-from ddpm_lite.training import (CHECKPOINT_NAME, LOG_NAME, CheckpointError, TrainConfig, TrainingDiverged,
-                                load_checkpoint, read_checkpoint, read_log, train)
+from ddpm_lite.checkpoints import (CHECKPOINT_NAME, LOG_NAME, CheckpointError, load_checkpoint, read_checkpoint,
+                                   read_log)
+from ddpm_lite.training import TrainConfig, TrainingDiverged, train
 from ddpm_lite.unet import UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]

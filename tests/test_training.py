@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from ddpm_lite.diffusion import DiffusionConfig
-from ddpm_lite.training import (
-    CHECKPOINT_NAME,
-    LOG_NAME,
-    NUM_T_BINS,
-    TrainConfig,
-    load_checkpoint,
-    read_log,
-    save_atomic,
-    train,
-)
+from ddpm_lite._io import save_atomic
+from ddpm_lite.checkpoints import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, read_log
+from ddpm_lite.training import NUM_T_BINS, TrainConfig, train
 from ddpm_lite.unet import UNet, UNetConfig
 
 # A tiny U-Net (a few thousand weights) with dropout, so that resuming must also restore the global RNG.
@@ -133,7 +126,7 @@ def test_resume_needs_a_checkpoint_and_the_same_settings(tmp_path):
     run(tmp_path, steps=2)
     with pytest.raises(ValueError, match="lr"):
         run(tmp_path, resume=True, steps=4, lr=1e-4)
-    with pytest.raises(ValueError, match="model or diffusion config"):
+    with pytest.raises(ValueError, match="diffusion config differs"):
         train(TINY, DiffusionConfig(num_timesteps=50), tiny_config(steps=4), out_dir=tmp_path, resume=True,
               progress=False)
 
@@ -171,7 +164,7 @@ def test_time_budget_stops_training(tmp_path):
 @pytest.mark.parametrize("changes, match", [
     ({"steps": None}, "steps, time_budget"),
     ({"steps": 0}, "steps"),
-    ({"dataset": "faces"}, "unknown dataset"),
+    ({"dataset": "faces"}, "dataset .faces. is not one of"),
     ({"ema_decay": 1.0}, "ema_decay"),
     ({"batch_size": 0}, "batch_size"),
 ])

@@ -12,7 +12,7 @@
 ``import ddpm_lite`` does not import this subpackage; ``ddpm_lite.book`` (or ``from ddpm_lite import book``)
 does, on first use. Nothing here imports matplotlib until it draws.
 """
-from . import checks
+from . import checks, classifier
 from .classifier import (
     DigitClassifier, classifier_accuracy, classify_digits, digit_features, digits_fd, digits_split,
     get_digit_classifier, real_vs_real_floor, train_digit_classifier,
@@ -29,15 +29,7 @@ from .unet_drawing import draw_unet, unet_layout
 
 __all__ = [
     "checks",
-    "DigitClassifier",
-    "classifier_accuracy",
-    "classify_digits",
-    "digit_features",
-    "digits_fd",
-    "digits_split",
-    "get_digit_classifier",
-    "real_vs_real_floor",
-    "train_digit_classifier",
+    *classifier.__all__,
     "BOOK_URL",
     "INSTALL_REQUIREMENT",
     "LANGUAGES",

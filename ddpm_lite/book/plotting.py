@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 
 from .. import _io
-from ..training import default_device
+from .._device import default_device
+from ..images import image_grid
 
 # Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
 # (repository: url) and every chapter's setup cell must agree with it (tests/test_book_setup.py); to point a fork at
@@ -201,24 +201,6 @@ def source_line(obj, text: str) -> int:
         name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
         raise ValueError(f"{text!r} occurs {len(found)} times in the source of {name}, not once")
     return found[0]
-
-
-def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
-    """Tile images into one picture with ``pad`` pixels of white between them.
-
-    images: (N, C, H, W) in [-1, 1] -> numpy float32 (rows * (H + pad) - pad, nrow * (W + pad) - pad, C) in [0, 1].
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    n = images.shape[0]
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2)
-    x = torch.nn.functional.pad(x, (0, pad, 0, pad), value=1.0)  # white gutter right and below each image
-    blank = torch.ones(rows * nrow - n, *x.shape[1:])
-    x = torch.cat([x, blank])
-    grid = rearrange(x, "(r c) ch h w -> (r h) (c w) ch", r=rows, c=nrow)
-    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad].numpy()
 
 
 def show_images(images: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None,

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from .._device import default_device
 from .._io import default_cache_dir, in_colab
-from ..training import (
-    CHECKPOINT_NAME, LOG_NAME, TrainConfig, default_configs, default_device, load_checkpoint, read_log, train,
-)
+from ..checkpoints import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, read_log
+from ..training import TrainConfig, default_configs, train
 
 PRETRAINED_VERSION = 4  # 4: the training split of the digits only; bump to retrain every cached model
 PRETRAINED_STEPS = 700  # x 128 images: 90-105 s on two free cores of a recent x86 CPU (~900-1,100 images/s), so
@@ -43,7 +43,7 @@ def pretrained_digits_configs(device: str | torch.device | None = None):
     """(model_config, diffusion_config, train_config) of the cached digits model trained on ``device``.
 
     device: where it is trained; None picks cuda when a GPU is present, else cpu
-    (:func:`~ddpm_lite.training.default_device`). Only the device's type enters the config ("cpu" or "cuda"),
+    (:func:`~ddpm_lite.default_device`). Only the device's type enters the config ("cpu" or "cuda"),
     so every GPU shares one cache entry.
     """
     model_config, diffusion_config = default_configs("digits")

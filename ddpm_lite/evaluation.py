@@ -1,0 +1,82 @@
+"""Evaluating a trained model: many samples in batches, the Fréchet distance on the digits, and bits/dim.
+
+Quality is measured on held-out data, never on the training split:
+
+* :func:`digits_frechet_distance`: the Fréchet distance (:mod:`ddpm_lite.metrics`) of N samples against the 360
+  held-out digits, in the feature space of the book's digit classifier, with its floor: N real *training* digits
+  scored the same way (no model can be expected to go below it at that N).
+* :func:`bits_per_dim`: the variational bound L_T + sum L_{t-1} + L_0 in bits per dimension (Ho et al. eq. (5)),
+  with the bound of a uniform distribution over the data's grey levels beside it, log2(data_bins): a model above
+  that reference is broken or untrained.
+
+Samples come from one default sampler (:data:`ddpm_lite.sampling.DEFAULT_SAMPLER` with
+:func:`ddpm_lite.sampling.default_steps`), the one ``ddpm_lite.sample`` and ``ddpm-lite sample`` use.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from ._progress import progress_bar
+from .diffusion import GaussianDiffusion, Model
+from .sampling import DEFAULT_SAMPLER, sample
+
+DIGITS_FD_MAX = 1437  # the floor compares as many real training digits as there are samples
+
+
+def sample_batches(diffusion: GaussianDiffusion, model: Model, num: int, image_shape: tuple[int, ...], *,
+                   batch_size: int = 256, generator: torch.Generator | None = None, device=None,
+                   progress: bool = False, **sampler_options) -> Iterator[torch.Tensor]:
+    """``num`` samples (n, *image_shape) in [-1, 1], float32 on the CPU, batch by batch (one batch in memory).
+
+    sampler_options: as :func:`ddpm_lite.sample` (sampler, steps, eta, ...); the default sampler otherwise.
+    progress: one bar per batch of the sampler's steps.
+    """
+    for start in range(0, num, batch_size):
+        n = min(batch_size, num - start)
+        x = sample(diffusion, model, (n, *image_shape), generator=generator, device=device, progress=progress,
+                   **sampler_options)
+        yield x.clamp(-1, 1).to(torch.float32).cpu()
+
+
+def digits_frechet_distance(diffusion: GaussianDiffusion, model: Model, num: int = 1000, *, seed: int = 0,
+                            batch_size: int = 500, device=None, progress: bool = False,
+                            **sampler_options) -> dict:
+    """FD of ``num`` samples of a digits model against the 360 held-out digits, and the floor at that ``num``.
+
+    Returns {"fd", "floor", "num"}. 2 <= num <= 1437 (the floor draws as many training digits).
+    """
+    from .book.classifier import digits_fd, real_vs_real_floor
+
+    if not 2 <= num <= DIGITS_FD_MAX:
+        raise ValueError(f"num={num}: the Frechet distance needs 2 ... {DIGITS_FD_MAX} samples (the floor uses as "
+                         "many training digits)")
+    generator = torch.Generator(device or "cpu").manual_seed(seed)
+    samples = torch.cat(list(sample_batches(diffusion, model, num, (1, 8, 8), batch_size=batch_size,
+                                            generator=generator, device=device, progress=progress,
+                                            **sampler_options)))
+    return {"fd": digits_fd(samples), "floor": real_vs_real_floor(num, seed=seed), "num": num}
+
+
+def uniform_bits_per_dim(data_bins: int) -> float:
+    """log2(data_bins): the bits/dim of the uniform distribution over the data's grey levels."""
+    return math.log2(data_bins)
+
+
+def bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tensor, *, batch_size: int = 500,
+                 generator: torch.Generator | None = None, device=None, progress: bool = False) -> dict:
+    """The variational bound in bits/dim on ``images`` (N, C, H, W) in [-1, 1] (use held-out images).
+
+    Returns {"bpd": the mean, "se": its standard error (NaN for one image), "num": N, "uniform": the reference
+    :func:`uniform_bits_per_dim` of the diffusion's data_bins}. All T terms for every image: slow for T = 1000.
+    """
+    totals = []
+    for batch in progress_bar(list(images.split(batch_size)), desc="bits/dim", enabled=progress):
+        terms = diffusion.calc_bpd_loop(model, batch.to(device), clip_denoised=True, generator=generator)
+        totals.append(terms["total_bpd"].cpu())
+    totals = torch.cat(totals).double()
+    se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
+    return {"bpd": totals.mean().item(), "se": se, "num": len(totals),
+            "uniform": uniform_bits_per_dim(diffusion.config.data_bins if diffusion.config else diffusion.data_bins)}
