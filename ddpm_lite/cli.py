@@ -294,7 +294,7 @@ def _load_run(args):
 
     A checkpoint of a network of your own is refused in one line: the command line rebuilds U-Nets only.
     """
-    from .checkpoints import CheckpointError, checkpoint_path, checkpoint_configs, load_checkpoint, read_checkpoint
+    from .checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 
     file = checkpoint_path(args.checkpoint)
     if not file.is_file():

@@ -21,7 +21,7 @@ import torch
 
 from ._progress import progress_bar
 from .diffusion import GaussianDiffusion, Model
-from .sampling import DEFAULT_SAMPLER, sample
+from .sampling import sample
 
 DIGITS_FD_MAX = 1437  # the floor compares as many real training digits as there are samples
 
