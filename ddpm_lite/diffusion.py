@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import asdict, dataclass
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable, Literal, get_args
 
 import torch
 
 from ._random import randint, randn
-from .losses import discretized_gaussian_log_likelihood, mean_flat, nats_to_bits_per_dim, normal_kl
-from .schedules import NoiseSchedule, _extract, check_timesteps
+from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .schedules import (
+    SCHEDULE_NAMES, NoiseSchedule, ScheduleName, _check_kept_timesteps, _check_num_timesteps, _extract,
+    check_timesteps, respaced_betas, schedule_name,
+)
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelMeanType = Literal["eps", "x_start", "v", "mu"]
 ModelVarType = Literal["fixed_small", "fixed_large", "learned_range"]
 LossType = Literal["simple", "vlb", "hybrid"]
-MODEL_MEAN_TYPES: tuple[str, ...] = ("eps", "x_start", "v", "mu")
-MODEL_VAR_TYPES: tuple[str, ...] = ("fixed_small", "fixed_large", "learned_range")
-LOSS_TYPES: tuple[str, ...] = ("simple", "vlb", "hybrid")
+MODEL_MEAN_TYPES: tuple[str, ...] = get_args(ModelMeanType)
+MODEL_VAR_TYPES: tuple[str, ...] = get_args(ModelVarType)
+LOSS_TYPES: tuple[str, ...] = get_args(LossType)
 
 
 def _check_choice(what: str, value: str, options: tuple[str, ...]) -> None:
@@ -41,21 +44,40 @@ def _check_choice(what: str, value: str, options: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Everything that defines a :class:`GaussianDiffusion`; checkpoints and the CLI store this."""
+    """Everything that defines a :class:`GaussianDiffusion`; checkpoints and the CLI store this.
 
-    schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
-    num_timesteps: int = 1000  # T
-    model_mean_type: str = "eps"  # what the network predicts: "eps", "x_start", "v" or "mu" (= \tilde\mu_t)
-    model_var_type: str = "fixed_small"  # sigma_t^2: "fixed_small" (\tilde\beta_t), "fixed_large" (\beta_t), "learned_range"
-    loss_type: str = "simple"  # "simple" (L_simple), "vlb" (the true bound), "hybrid" (L_simple + lambda L_vlb)
+    ``GaussianDiffusion.from_config(config)`` builds the diffusion, and ``diffusion.config`` gives it back.
+    """
+
+    schedule: ScheduleName = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    num_timesteps: int = 1000  # T of the schedule (a respaced chain keeps the T it was cut from)
+    model_mean_type: ModelMeanType = "eps"  # what the network predicts: "eps", "x_start", "v" or "mu" (= \tilde\mu_t)
+    model_var_type: ModelVarType = "fixed_small"  # sigma_t^2 = \tilde\beta_t, \beta_t or learned, in that order
+    loss_type: LossType = "simple"  # "simple" (L_simple), "vlb" (the true bound), "hybrid" (L_simple + lambda L_vlb)
     data_bins: int = 256  # grey levels of the data, for the decoder L_0: 256 for 8-bit images, 17 for digits
+    timesteps: tuple[int, ...] | None = None  # a respaced chain's kept indices tau_1 < ... < tau_K of 0 ... T-1
+    # (:func:`~ddpm_lite.sampling.respace`); None: all T steps
 
     def __post_init__(self):
+        _check_choice("schedule", self.schedule, SCHEDULE_NAMES)
+        _check_num_timesteps(self.num_timesteps)
         _check_choice("model_mean_type", self.model_mean_type, MODEL_MEAN_TYPES)
         _check_choice("model_var_type", self.model_var_type, MODEL_VAR_TYPES)
         _check_choice("loss_type", self.loss_type, LOSS_TYPES)
         if self.model_var_type == "learned_range" and self.loss_type == "simple":
             raise ValueError("a learned variance gets no gradient from L_simple; use loss_type 'hybrid' or 'vlb'")
+        if isinstance(self.data_bins, bool) or not isinstance(self.data_bins, int) or self.data_bins < 2:
+            raise ValueError(f"data_bins must be an int >= 2 (256 for 8-bit images, 17 for the digits), "
+                             f"got {self.data_bins!r}")
+        if self.timesteps is not None:  # a list (from a checkpoint's JSON) is stored as the tuple it stands for
+            object.__setattr__(self, "timesteps", _check_kept_timesteps(self.timesteps, self.num_timesteps))
+
+    def noise_schedule(self) -> NoiseSchedule:
+        """The schedule this config names: T steps of ``schedule``, or the respaced chain over ``timesteps``."""
+        schedule = NoiseSchedule.from_name(self.schedule, self.num_timesteps)
+        if self.timesteps is None:
+            return schedule
+        return NoiseSchedule.from_betas(respaced_betas(schedule, self.timesteps))
 
 
 class GaussianDiffusion:
@@ -64,6 +86,11 @@ class GaussianDiffusion:
     Args:
         betas: (T,) the forward variances beta_1 ... beta_T (converted to float64), or a :class:`NoiseSchedule`.
         model_mean_type, model_var_type, loss_type, data_bins: as in :class:`DiffusionConfig`.
+
+    The settings live in one :class:`DiffusionConfig`, read through the properties of the same names.
+    :attr:`config` returns it when it describes these betas (:meth:`from_config`, a named schedule's betas, or
+    :func:`~ddpm_lite.sampling.respace` of such a diffusion), so that ``from_config(diffusion.config)`` rebuilds
+    this diffusion exactly; for other betas it is None.
     """
 
     def __init__(
@@ -75,29 +102,56 @@ class GaussianDiffusion:
         loss_type: LossType = "simple",
         data_bins: int = 256,
     ):
-        self.schedule = betas if isinstance(betas, NoiseSchedule) else NoiseSchedule.from_betas(betas)
-        # Validate the choices through the config (the one place the valid options are listed).
-        DiffusionConfig(
-            num_timesteps=self.schedule.num_timesteps,
+        schedule = betas if isinstance(betas, NoiseSchedule) else NoiseSchedule.from_betas(betas)
+        name = schedule_name(schedule.betas)
+        # For betas no name describes, the config's schedule is a stand-in that nothing reads (config is None).
+        config = DiffusionConfig(
+            schedule=name or "linear",
+            num_timesteps=schedule.num_timesteps,
             model_mean_type=model_mean_type,
             model_var_type=model_var_type,
             loss_type=loss_type,
             data_bins=data_bins,
         )
-        self.model_mean_type = model_mean_type
-        self.model_var_type = model_var_type
-        self.loss_type = loss_type
-        self.data_bins = data_bins
-        # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
-        self._on_device: dict = {}  # (coefficient name, device) -> that schedule tensor on that device
-        self._checked_t = None  # (weak reference to the last t found in range, its version): see _check_t
-        self._log_betas_clipped = torch.cat([self.schedule.posterior_variance[1:2], self.schedule.betas[1:]]).log()
+        self._setup(schedule, config, describes_schedule=name is not None)
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> "GaussianDiffusion":
-        kwargs = asdict(config)
-        schedule = NoiseSchedule.from_name(kwargs.pop("schedule"), kwargs.pop("num_timesteps"))
-        return cls(schedule, **kwargs)
+        if not isinstance(config, DiffusionConfig):
+            raise TypeError(f"from_config needs a DiffusionConfig, got {type(config).__name__}")
+        diffusion = cls.__new__(cls)
+        diffusion._setup(config.noise_schedule(), config, describes_schedule=True)
+        return diffusion
+
+    def _setup(self, schedule: NoiseSchedule, config: DiffusionConfig, describes_schedule: bool) -> None:
+        self.schedule = schedule
+        self._config = config
+        self._describes_schedule = describes_schedule
+        self._on_device: dict = {}  # (coefficient name, device) -> that schedule tensor on that device
+        self._checked_t = None  # (weak reference to the last t found in range, its version): see _check_t
+        # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
+        self._log_betas_clipped = torch.cat([schedule.posterior_variance[1:2], schedule.betas[1:]]).log()
+
+    @property
+    def config(self) -> DiffusionConfig | None:
+        """The :class:`DiffusionConfig` that rebuilds this diffusion (:meth:`from_config`), or None (raw betas)."""
+        return self._config if self._describes_schedule else None
+
+    @property
+    def model_mean_type(self) -> ModelMeanType:
+        return self._config.model_mean_type
+
+    @property
+    def model_var_type(self) -> ModelVarType:
+        return self._config.model_var_type
+
+    @property
+    def loss_type(self) -> LossType:
+        return self._config.loss_type
+
+    @property
+    def data_bins(self) -> int:
+        return self._config.data_bins
 
     @property
     def num_timesteps(self) -> int:

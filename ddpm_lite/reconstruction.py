@@ -33,7 +33,7 @@ they are called (``pip install scikit-image``).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,12 @@ from ._random import randn
 from .diffusion import GaussianDiffusion, Model
 from .sampling import SpacedModel, ddim_sample, p_sample, respace, sample
 
-Sampler = Literal["ddpm", "ddim"]
-RECONSTRUCTION_SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
-INPAINT_METHODS: tuple[str, ...] = ("replace", "repaint", "ddnm")
+Sampler = Literal["ddpm", "ddim"]  # the samplers of the reverse chains here (respaced, from any start index)
+RECONSTRUCTION_SAMPLERS: tuple[str, ...] = get_args(Sampler)
+InpaintMethod = Literal["replace", "repaint", "ddnm"]
+INPAINT_METHODS: tuple[str, ...] = get_args(InpaintMethod)
+ClassicalDenoiser = Literal["nl_means", "tv"]
+CLASSICAL_DENOISERS: tuple[str, ...] = get_args(ClassicalDenoiser)
 
 __all__ = [
     "Colorization",
@@ -246,7 +249,7 @@ def repaint_schedule(steps: int, jump: int = 1, resample: int = 1) -> list[int]:
 
 def inpaint(
     diffusion: GaussianDiffusion, model: Model, x_known: torch.Tensor, mask: torch.Tensor, *,
-    method: str = "repaint", steps: int | None = None, jump: int = 10, resample: int = 5,
+    method: InpaintMethod = "repaint", steps: int | None = None, jump: int = 10, resample: int = 5,
     clip_denoised: bool = True, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Fill the pixels where ``mask`` is 0 with an unconditional model; the pixels where it is 1 are x_known's.
@@ -517,7 +520,7 @@ def _numpy_pair(x: torch.Tensor, reference: torch.Tensor):
     return x.detach().cpu().double().numpy(), reference.detach().cpu().double().numpy()
 
 
-def classical_denoise(y: torch.Tensor, sigma: float, method: str = "nl_means") -> torch.Tensor:
+def classical_denoise(y: torch.Tensor, sigma: float, method: ClassicalDenoiser = "nl_means") -> torch.Tensor:
     """A classical denoiser from scikit-image for images (B, C, H, W) with noise of std ``sigma`` (on [-1, 1]).
 
     ``"nl_means"``: non-local means (Buades et al. 2005) with the scikit-image documentation's ``h = 0.8 sigma``,
@@ -527,8 +530,8 @@ def classical_denoise(y: torch.Tensor, sigma: float, method: str = "nl_means") -
     Returns (B, C, H, W) float32.
     """
     restoration = _skimage("restoration")
-    if method not in ("nl_means", "tv"):
-        raise ValueError(f"unknown classical denoiser {method!r}; use 'nl_means' or 'tv'")
+    if method not in CLASSICAL_DENOISERS:
+        raise ValueError(f"unknown classical denoiser {method!r}; use one of {CLASSICAL_DENOISERS}")
     if method == "nl_means":
         def one(plane):
             return restoration.denoise_nl_means(plane, h=0.8 * sigma, sigma=sigma, patch_size=3, patch_distance=3, fast_mode=False)

@@ -15,15 +15,17 @@ diffusers' ``thresholding`` with ``sample_max_value=1``, not its dynamic (percen
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Literal
+from dataclasses import replace
+from typing import Callable, Iterator, Literal, get_args
 
 import torch
 
 from ._random import randn
 from .diffusion import GaussianDiffusion, Model
+from .schedules import _check_kept_timesteps, respaced_betas
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn")
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 # The default of `ddpm-lite sample`: the sampler that reached FD <= 1.25x the full 1000-step chain's with the fewest
 # evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0; held-out digits,
 # benchmarks/results/samplers.md, n = 1000, 2 seeds), with DEFAULT_STEPS evaluations unless --steps says otherwise.
@@ -61,12 +63,13 @@ def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
     return sorted(set((levels[:, None] - lambdas[None]).abs().argmin(dim=1).tolist()))
 
 
-SPACINGS: tuple[str, ...] = ("linspace", "logsnr")
-DEFAULT_SPACING = {sampler: "linspace" for sampler in SAMPLERS}  # see sampler_timesteps
+Spacing = Literal["linspace", "logsnr"]
+SPACINGS: tuple[str, ...] = get_args(Spacing)
+DEFAULT_SPACING: dict[str, Spacing] = {sampler: "linspace" for sampler in SAMPLERS}  # see sampler_timesteps
 
 
 def sampler_timesteps(
-    diffusion: GaussianDiffusion, sampler: str, steps: int | None, spacing: str | None = None
+    diffusion: GaussianDiffusion, sampler: SamplerName, steps: int | None, spacing: Spacing | None = None
 ) -> list[int]:
     """The time indices (ascending, from 0) where ``sampler`` evaluates the network with a budget of ``steps`` NFE.
 
@@ -123,20 +126,27 @@ class SpacedModel:
 
 
 def respace(diffusion: GaussianDiffusion, timesteps: list[int]) -> GaussianDiffusion:
-    """A diffusion over a subsequence tau of the time steps with the same alpha_bar at each kept step.
+    """A diffusion over a subsequence tau_1 < ... < tau_K of the time steps with the same alpha_bar at each kept step.
 
-    beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}} (Nichol & Dhariwal 2021, Sec. 4); wrap the model in
-    :class:`SpacedModel` to call it. With every step kept this is the original diffusion.
+    beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}} (Nichol & Dhariwal 2021, Sec. 4,
+    :func:`~ddpm_lite.schedules.respaced_betas`); wrap the model in :class:`SpacedModel` to call it. With every step
+    kept this is the original diffusion (up to rounding). The result's config records the kept steps (as indices of
+    the original chain, also when ``diffusion`` was respaced already), so ``GaussianDiffusion.from_config`` rebuilds
+    it; a diffusion without a config (raw betas) gives one without.
     """
-    kept = diffusion.schedule.alphas_cumprod[torch.as_tensor(timesteps)]
-    previous = torch.cat([torch.ones(1, dtype=torch.float64), kept[:-1]])
-    return GaussianDiffusion(
-        1.0 - kept / previous,
-        model_mean_type=diffusion.model_mean_type,
-        model_var_type=diffusion.model_var_type,
-        loss_type=diffusion.loss_type,
-        data_bins=diffusion.data_bins,
-    )
+    config = diffusion.config
+    if config is None:
+        return GaussianDiffusion(
+            respaced_betas(diffusion.schedule, timesteps),
+            model_mean_type=diffusion.model_mean_type,
+            model_var_type=diffusion.model_var_type,
+            loss_type=diffusion.loss_type,
+            data_bins=diffusion.data_bins,
+        )
+    kept = _check_kept_timesteps(timesteps, diffusion.num_timesteps)
+    if config.timesteps is not None:  # respacing a respaced chain: its indices are those of the kept steps
+        kept = tuple(config.timesteps[i] for i in kept)
+    return GaussianDiffusion.from_config(replace(config, timesteps=kept))
 
 
 def p_sample(

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 ScheduleName = Literal["linear", "cosine"]
-SCHEDULE_NAMES: tuple[str, ...] = ("linear", "cosine")
+SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
 
 
 def linear_beta_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -45,8 +45,8 @@ def cosine_beta_schedule(num_timesteps: int = 1000, s: float = 0.008, max_beta: 
     return betas.clamp(max=max_beta)
 
 
-def get_beta_schedule(name: str, num_timesteps: int = 1000) -> torch.Tensor:
-    """The betas of a named schedule ("linear" or "cosine"): (T,) float64."""
+def get_beta_schedule(name: ScheduleName, num_timesteps: int = 1000) -> torch.Tensor:
+    """The betas of a named schedule (one of :data:`SCHEDULE_NAMES`): (T,) float64."""
     if name == "linear":
         return linear_beta_schedule(num_timesteps)
     if name == "cosine":
@@ -54,9 +54,26 @@ def get_beta_schedule(name: str, num_timesteps: int = 1000) -> torch.Tensor:
     raise ValueError(f"unknown beta schedule {name!r}; use one of {SCHEDULE_NAMES}")
 
 
+def schedule_name(betas: torch.Tensor) -> ScheduleName | None:
+    """The name of the schedule whose betas (T,) are exactly ``betas`` at their length T, or None for other betas."""
+    T = betas.shape[0]
+    return next((name for name in SCHEDULE_NAMES if torch.equal(get_beta_schedule(name, T), betas)), None)
+
+
 def _check_num_timesteps(num_timesteps: int) -> None:
-    if not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be an int >= 1 (T, e.g. 1000), got {num_timesteps!r}")
+
+
+def _check_kept_timesteps(timesteps, num_timesteps: int) -> tuple[int, ...]:
+    """The indices tau_1 < ... < tau_K that a respaced chain keeps, checked: K >= 1 ints rising within 0 ... T-1."""
+    kept = tuple(int(t) for t in (timesteps.tolist() if isinstance(timesteps, torch.Tensor) else timesteps))
+    in_order = all(a < b for a, b in zip(kept[:-1], kept[1:]))
+    if not kept or not in_order or kept[0] < 0 or kept[-1] >= num_timesteps:
+        shown = str(list(kept)) if len(kept) <= 8 else f"[{kept[0]}, {kept[1]}, ..., {kept[-1]}] ({len(kept)})"
+        raise ValueError(f"timesteps must be rising indices in 0 ... T-1 = {num_timesteps - 1} (e.g. "
+                         f"space_timesteps(T, K)), got {shown}")
+    return kept
 
 
 def check_betas(betas) -> torch.Tensor:
@@ -76,6 +93,11 @@ class NoiseSchedule:
 
     Build with :meth:`from_betas` or :meth:`from_name`. All fields are (T,) float64 tensors indexed by
     t = 0 ... T-1 (index 0 is the paper's t = 1).
+
+    ``noise_level`` reads the forward process as added noise: x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps with
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), rising with t (Karras et al. 2022, Table 1: their sigma of
+    this process). The churn sampler and the reconstruction methods use it. It equals
+    ``sqrt_recipm1_alphas_cumprod`` in exact arithmetic, without the cancellation in 1 / alpha_bar_t - 1 at small t.
     """
 
     betas: torch.Tensor  # \beta_t
@@ -87,6 +109,7 @@ class NoiseSchedule:
     sqrt_recip_alphas_cumprod: torch.Tensor  # 1 / \sqrt{\bar\alpha_t}
     sqrt_recipm1_alphas_cumprod: torch.Tensor  # \sqrt{1 / \bar\alpha_t - 1}
     snr: torch.Tensor  # signal-to-noise ratio \bar\alpha_t / (1 - \bar\alpha_t)
+    noise_level: torch.Tensor  # \sigma_t = \sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}, see above
     posterior_variance: torch.Tensor  # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t, eq. (7)
     posterior_log_variance_clipped: torch.Tensor  # log \tilde\beta_t, with \tilde\beta_1 (= 0) replaced by \tilde\beta_2
     posterior_mean_coef1: torch.Tensor  # coefficient of x_0 in \tilde\mu_t, eq. (7)
@@ -97,7 +120,7 @@ class NoiseSchedule:
         return self.betas.shape[0]
 
     @classmethod
-    def from_name(cls, name: str = "linear", num_timesteps: int = 1000) -> "NoiseSchedule":
+    def from_name(cls, name: ScheduleName = "linear", num_timesteps: int = 1000) -> "NoiseSchedule":
         return cls.from_betas(get_beta_schedule(name, num_timesteps))
 
     @classmethod
@@ -120,11 +143,25 @@ class NoiseSchedule:
             sqrt_recip_alphas_cumprod=alphas_cumprod.rsqrt(),
             sqrt_recipm1_alphas_cumprod=(1.0 / alphas_cumprod - 1.0).sqrt(),
             snr=alphas_cumprod / (1.0 - alphas_cumprod),
+            noise_level=((1.0 - alphas_cumprod) / alphas_cumprod).sqrt(),
             posterior_variance=posterior_variance,
             posterior_log_variance_clipped=log_var_clipped,
             posterior_mean_coef1=betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             posterior_mean_coef2=(1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
         )
+
+
+def respaced_betas(schedule: NoiseSchedule, timesteps) -> torch.Tensor:
+    """The variances of the chain that keeps only the steps tau_1 < ... < tau_K (Nichol & Dhariwal 2021, Sec. 4):
+
+        beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}},   alpha_bar_{tau_0} = 1,
+
+    so that the short chain has the same alpha_bar at every kept step. timesteps: K rising indices in 0 ... T-1
+    -> (K,) float64.
+    """
+    kept = schedule.alphas_cumprod[list(_check_kept_timesteps(timesteps, schedule.num_timesteps))]
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), kept[:-1]])
+    return 1.0 - kept / previous
 
 
 def check_timesteps(t, x: torch.Tensor, num_timesteps: int) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from ddpm_lite import DiffusionConfig, GaussianDiffusion, NoiseSchedule
+from ddpm_lite import DiffusionConfig, GaussianDiffusion, NoiseSchedule, get_beta_schedule
 from ddpm_lite.losses import normal_kl
 
 K_SE = 4.5  # Monte Carlo tolerance in standard errors: a false alarm has probability < 1e-5 per comparison
@@ -187,3 +187,50 @@ def test_bad_choices_name_the_options():
 def test_from_config():
     d = GaussianDiffusion.from_config(DiffusionConfig(schedule="cosine", num_timesteps=10, model_mean_type="v"))
     assert d.num_timesteps == 10 and d.model_mean_type == "v"
+
+
+def _same_diffusion(a: GaussianDiffusion, b: GaussianDiffusion) -> bool:
+    """Bit for bit the same schedule and the same settings."""
+    fields = ("model_mean_type", "model_var_type", "loss_type", "data_bins")
+    return torch.equal(a.schedule.betas, b.schedule.betas) and all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def test_the_config_is_the_one_source_of_the_settings():
+    """diffusion.config rebuilds the diffusion; the settings are read from it; raw betas have none."""
+    config = DiffusionConfig(schedule="cosine", num_timesteps=50, model_var_type="fixed_large", data_bins=17)
+    d = GaussianDiffusion.from_config(config)
+    assert d.config is config and d.model_var_type == "fixed_large" and d.data_bins == 17
+    assert _same_diffusion(GaussianDiffusion.from_config(d.config), d)
+    # a named schedule's betas, however they are passed, are described by the config of that name
+    named = GaussianDiffusion(NoiseSchedule.from_name("cosine", 50), model_var_type="fixed_large", data_bins=17)
+    assert named.config == config
+    assert GaussianDiffusion(get_beta_schedule("linear", 20)).config == DiffusionConfig(num_timesteps=20)
+    # betas that no config names: no config, the settings all the same
+    raw = GaussianDiffusion([0.1, 0.2], model_mean_type="v")
+    assert raw.config is None and raw.model_mean_type == "v" and raw.num_timesteps == 2
+    assert GaussianDiffusion(NoiseSchedule.from_name("linear", 20).betas * 0.5).config is None
+
+
+@pytest.mark.parametrize("field, value, fix", [
+    ("schedule", "quadratic", "linear.*cosine"),
+    ("num_timesteps", 0, "int >= 1"),
+    ("num_timesteps", True, "int >= 1"),
+    ("num_timesteps", 100.0, "int >= 1"),
+    ("data_bins", 1, "int >= 2"),
+    ("data_bins", True, "int >= 2"),
+    ("model_mean_type", "epsilon", "eps.*x_start.*v.*mu"),
+    ("loss_type", "l2", "simple.*vlb.*hybrid"),
+    ("timesteps", (3, 2), "rising"),
+    ("timesteps", (0, 1000), "rising indices in 0 ... T-1 = 999"),
+    ("timesteps", (), "rising"),
+])
+def test_a_bad_config_is_one_line_naming_the_valid_values(field, value, fix):
+    with pytest.raises(ValueError, match=fix) as info:
+        DiffusionConfig(**{field: value})
+    assert "\n" not in str(info.value)
+
+
+def test_config_timesteps_from_json_are_stored_as_a_tuple():
+    """A checkpoint's JSON gives a list; the config keeps the tuple (it stays hashable and compares equal)."""
+    assert DiffusionConfig(timesteps=[0, 499, 999]) == DiffusionConfig(timesteps=(0, 499, 999))
+    assert DiffusionConfig(timesteps=torch.tensor([0, 999])).timesteps == (0, 999)

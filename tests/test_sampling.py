@@ -92,6 +92,30 @@ def test_respacing_keeps_alpha_bar_at_the_kept_steps(float64):
     assert model.calls[0].tolist() == [0, 999]
 
 
+def test_a_respaced_diffusion_has_a_config_that_rebuilds_it():
+    """respace records the kept steps in the config (dataclasses.replace), also through a second respacing."""
+    from ddpm_lite import DiffusionConfig
+
+    d = GaussianDiffusion.from_config(DiffusionConfig(schedule="cosine", num_timesteps=100, data_bins=17))
+    kept = space_timesteps(100, 10)
+    spaced = respace(d, kept)
+    assert spaced.config == DiffusionConfig(schedule="cosine", num_timesteps=100, data_bins=17, timesteps=tuple(kept))
+    rebuilt = GaussianDiffusion.from_config(spaced.config)
+    assert torch.equal(rebuilt.schedule.betas, spaced.schedule.betas) and rebuilt.data_bins == 17
+    # the betas of the old formula, bit for bit (the chapters' respaced samplers are unchanged)
+    ab = d.schedule.alphas_cumprod[kept]
+    assert torch.equal(spaced.schedule.betas, 1.0 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]]))
+    twice = respace(spaced, [0, 4, 9])  # indices of the respaced chain -> those of the original
+    assert twice.config.timesteps == (kept[0], kept[4], kept[9])
+    # absolute: 1 - beta' near t = T is a ratio of two small alpha_bar and keeps only their absolute precision
+    assert_close(twice.schedule.alphas_cumprod, d.schedule.alphas_cumprod[[kept[0], kept[4], kept[9]]],
+                 rtol=0, atol=1e-15)
+    raw = GaussianDiffusion([0.1, 0.2, 0.3], model_var_type="fixed_large")  # no config: none after respacing
+    assert respace(raw, [0, 2]).config is None and respace(raw, [0, 2]).model_var_type == "fixed_large"
+    with pytest.raises(ValueError, match="rising"):
+        respace(d, [5, 3])
+
+
 def test_trajectory_shapes():
     d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
     traj = sample_trajectory(d, RecordingModel(), (3, 1, 4, 4), every=25, generator=torch.Generator().manual_seed(0))
