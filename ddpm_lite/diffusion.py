@@ -9,8 +9,9 @@ t = 1 and index T-1 is the paper's t = T. Data may be images (B, C, H, W) or poi
 
 Inputs are checked where they enter (a ValueError saying what was expected): t by
 :func:`~ddpm_lite.schedules.check_timesteps` (an integer tensor (B,) in 0 ... T-1: -1 is not read as T-1), and
-the data of :meth:`GaussianDiffusion.q_sample` and :meth:`GaussianDiffusion.training_losses` must be finite, and
-images (B, C, H, W) must lie in [-1, 1] (the decoder L_0 and the sampler's clipping assume that range).
+the data of :meth:`GaussianDiffusion.q_sample`, :meth:`GaussianDiffusion.training_losses` and
+:meth:`GaussianDiffusion.calc_bpd_loop` by :func:`~ddpm_lite.images.check_images`: finite, and images
+(B, C, H, W) in [-1, 1] (the decoder L_0 and the sampler's clipping assume that range).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Callable, Literal, get_args
 
 import torch
 
-from ._random import randint, randn
+from ._random import randint, randn_like
+from .images import check_images
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .schedules import (
     SCHEDULE_NAMES, NoiseSchedule, ScheduleName, _check_kept_timesteps, _check_num_timesteps, _extract,
@@ -187,24 +189,6 @@ class GaussianDiffusion:
         check_timesteps(t, x, self.num_timesteps)
         self._checked_t = (weakref.ref(t), t._version)
 
-    @staticmethod
-    def check_data(x: torch.Tensor, what: str = "x_start") -> None:
-        """Raise a ValueError unless x is finite and, for images (B, C, H, W), within [-1, 1].
-
-        One fused reduction: ``|x| <= 1`` is False for NaN and inf as well as for out-of-range pixels.
-        Points (B, D) (the 2-D toy data) need only be finite.
-        """
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            raise ValueError(f"{what} must be a floating-point tensor (B, ...), got {getattr(x, 'dtype', type(x))}")
-        if x.ndim == 4:
-            if not bool((x.abs() <= 1).all()):
-                finite = bool(torch.isfinite(x).all())
-                problem = f"has values from {float(x.min()):g} to {float(x.max()):g}" if finite else "has NaN or inf"
-                raise ValueError(f"{what} {problem}; images must be finite and scaled to [-1, 1], e.g. "
-                                 "pixel / 127.5 - 1 for 8-bit images (ddpm_lite.load_dataset does this)")
-        elif not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{what} has NaN or inf values; pass finite data")
-
     # ------------------------------------------------------------------ forward process q
     def q_sample_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """One step of the forward chain, Ho et al. eq. (2): x_t ~ q(x_t | x_{t-1}) = N(sqrt(1-beta_t) x_{t-1}, beta_t I).
@@ -236,7 +220,7 @@ class GaussianDiffusion:
         -> x_t: (B, ...). validate=False skips the data check (for callers that checked x_start already).
         """
         if validate:
-            self.check_data(x_start)
+            check_images(x_start, "x_start")
         if noise is None:
             noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
@@ -413,12 +397,12 @@ class GaussianDiffusion:
         Returns total_bpd (B,), prior_bpd (B,), vb (B, T) with vb[:, t] the term at index t, and
         x_start_mse, eps_mse (B, T).
         """
-        self.check_data(x_start)
+        check_images(x_start, "x_start")
         batch = x_start.shape[0]
         vb, x_start_mse, eps_mse = [], [], []
         for index in reversed(range(self.num_timesteps)):
             t = torch.full((batch,), index, dtype=torch.long, device=x_start.device)
-            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+            noise = randn_like(x_start, generator)
             x_t = self.q_sample(x_start, t, noise=noise, validate=False)
             out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
             terms = self.vb_terms_bpd(model, x_start, x_t, t, out=out)
@@ -473,14 +457,14 @@ class GaussianDiffusion:
         Returns a dict of (B,) tensors: "loss", "mse" (if computed), "vlb" (if computed), and "t".
         """
         if validate:
-            self.check_data(x_start)
+            check_images(x_start, "x_start")
         if t is None:
             t = self.sample_timesteps(x_start.shape[0], x_start.device, generator)
             self._checked_t = (weakref.ref(t), t._version)  # in range by construction: no check, no GPU wait
         else:
             self._check_t(t, x_start)
         if noise is None:
-            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+            noise = randn_like(x_start, generator)
         x_t = self.q_sample(x_start, t, noise=noise, validate=False)
         terms = {"t": t}
         if self.loss_type == "vlb":

@@ -1,4 +1,4 @@
-"""The pieces of the variational bound: Gaussian KL, the discretized decoder, mean over dimensions, bits/dim.
+"""The pieces of the variational bound: Gaussian KL, the discretized decoder, the mean over dimensions.
 
 These are plain functions of tensors; none of them knows about time steps or networks.
 """
@@ -12,11 +12,6 @@ import torch
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
     """Mean over every dimension but the batch: (B, ...) -> (B,)."""
     return x.reshape(x.shape[0], -1).mean(dim=1)
-
-
-def sum_flat(x: torch.Tensor) -> torch.Tensor:
-    """Sum over every dimension but the batch: (B, ...) -> (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -56,8 +51,3 @@ def discretized_gaussian_log_likelihood(
     log_probs = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     edge = 1.0 - half_bin  # below -edge is the lowest level, above +edge the highest
     return torch.where(x < -edge, log_cdf_plus, torch.where(x > edge, log_one_minus_cdf_min, log_probs))
-
-
-def nats_to_bits_per_dim(nats: torch.Tensor, num_dims: int) -> torch.Tensor:
-    """Convert a total negative log-likelihood in nats to bits per dimension."""
-    return nats / (num_dims * math.log(2.0))

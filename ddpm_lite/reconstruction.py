@@ -38,9 +38,10 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from ._random import randn
+from ._random import randn_like
 from .diffusion import GaussianDiffusion, Model
-from .sampling import SpacedModel, ddim_sample, p_sample, respace, sample
+from .images import check_images
+from .sampling import SpacedModel, p_sample, respace, sample
 
 Sampler = Literal["ddpm", "ddim"]  # the samplers of the reverse chains here (respaced, from any start index)
 RECONSTRUCTION_SAMPLERS: tuple[str, ...] = get_args(Sampler)
@@ -63,7 +64,6 @@ __all__ = [
     "ddnm",
     "denoise",
     "inpaint",
-    "noise_level",
     "psnr",
     "repaint_schedule",
     "sdedit",
@@ -73,17 +73,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_data(x: torch.Tensor, what: str = "x") -> None:
-    """Finite values in [-1, 1] (the range the model was trained on), else one ValueError naming the fix."""
-    if not isinstance(x, torch.Tensor) or x.ndim < 2:
-        raise ValueError(f"{what} must be a tensor of shape (B, C, H, W) or (B, D), got {getattr(x, 'shape', type(x))}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or infinite values")
-    low, high = float(x.min()), float(x.max())
-    if low < -1 - 1e-6 or high > 1 + 1e-6:
-        raise ValueError(f"{what} must lie in [-1, 1] (scale images with x / 127.5 - 1), got values in [{low:.3g}, {high:.3g}]")
-
-
 def _check_start(diffusion: GaussianDiffusion, t: int) -> int:
     T = diffusion.num_timesteps
     if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < T:
@@ -150,33 +139,26 @@ def sdedit(
     x_guide: (B, ...) in [-1, 1]; t: one index 0 ... T-1 for the whole batch; steps: reverse steps (default t + 1,
     every step); noise: (B, ...) the eps of q(x_t | x_0). Returns x_0: (B, ...).
     """
-    _check_data(x_guide, "x_guide")
+    check_images(x_guide, "x_guide")
     start = _check_start(diffusion, t)
     index = torch.full((x_guide.shape[0],), start, dtype=torch.long, device=x_guide.device)
     if noise is None:
-        noise = randn(x_guide.shape, generator, x_guide.device, x_guide.dtype)
+        noise = randn_like(x_guide, generator)
     x_t = diffusion.q_sample(x_guide, index, noise=noise)
     return _reverse_from(diffusion, model, x_t, start, _check_steps(steps, start), sampler=sampler, eta=eta,
                          clip_denoised=clip_denoised, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------------- denoising
-def noise_level(diffusion: GaussianDiffusion) -> torch.Tensor:
-    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t): (T,) float64, increasing.
-
-    x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps (eq. (4) divided by sqrt(alpha_bar_t)): the forward process at
-    index t is additive Gaussian noise of standard deviation sigma_t, rescaled.
-    """
-    alpha_bar = diffusion.schedule.alphas_cumprod
-    return ((1 - alpha_bar) / alpha_bar).sqrt()
-
-
 def timestep_for_sigma(diffusion: GaussianDiffusion, sigma: float) -> int:
-    """The smallest index t whose noise level sigma_t (:func:`noise_level`) is at least ``sigma``.
+    """The smallest index t whose noise level sigma_t is at least ``sigma``.
+
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) is ``diffusion.schedule.noise_level``: x_t / sqrt(alpha_bar_t) =
+    x_0 + sigma_t eps (eq. (4) divided by sqrt(alpha_bar_t)), additive Gaussian noise of standard deviation sigma_t.
 
     Raises ValueError for sigma <= 0 or sigma above sigma_{T-1}.
     """
-    levels = noise_level(diffusion)
+    levels = diffusion.schedule.noise_level  # (T,) float64, rising
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number (the noise's standard deviation on the [-1, 1] scale), "
                          f"got {sigma!r}")
@@ -192,7 +174,7 @@ def denoise(
 ) -> torch.Tensor:
     """Remove Gaussian noise of known standard deviation: y = x_0 + sigma n, n ~ N(0, I) -> an estimate of x_0.
 
-    The forward process at index t is x_t = sqrt(alpha_bar_t) (x_0 + sigma_t eps) (:func:`noise_level`). Take the
+    The forward process at index t is x_t = sqrt(alpha_bar_t) (x_0 + sigma_t eps) (:func:`timestep_for_sigma`). Take the
     smallest t with sigma_t >= sigma, add independent noise of variance sigma_t^2 - sigma^2 to y (so that y' = x_0 +
     sigma_t n' exactly in distribution), scale: x_t = sqrt(alpha_bar_t) y' is a draw of q(x_t | x_0). Then run the
     reverse process from t. y may leave [-1, 1] by the noise; it is not clipped. y: (B, ...) -> (B, ...).
@@ -213,10 +195,10 @@ def noisy_to_x_t(
     If y = x_0 + sigma n, then x_t ~ q(x_t | x_0) exactly (Ho et al. eq. (4)). extra_noise: n, (B, ...).
     """
     t = timestep_for_sigma(diffusion, sigma)
-    sigma_t = float(noise_level(diffusion)[t])
+    sigma_t = float(diffusion.schedule.noise_level[t])
     alpha_bar = float(diffusion.schedule.alphas_cumprod[t])
     if extra_noise is None:
-        extra_noise = randn(y.shape, generator, y.device, y.dtype)
+        extra_noise = randn_like(y, generator)
     top_up = math.sqrt(max(sigma_t**2 - float(sigma) ** 2, 0.0))
     return math.sqrt(alpha_bar) * (y + top_up * extra_noise), t
 
@@ -266,7 +248,7 @@ def inpaint(
     """
     if method not in INPAINT_METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; use one of {INPAINT_METHODS}")
-    _check_data(x_known, "x_known")
+    check_images(x_known, "x_known")
     mask = _check_mask(mask, x_known)
     if method == "ddnm":
         return ddnm(diffusion, model, x_known * mask, Inpainting(mask), steps=steps, clip_denoised=clip_denoised,
@@ -276,7 +258,7 @@ def inpaint(
     walk = repaint_schedule(steps, jump=min(jump, steps), resample=resample if method == "repaint" else 1)
     timesteps = _timesteps_until(T - 1, steps)
     spaced, spaced_model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
-    x = noise if noise is not None else _randn_like(x_known, generator)  # x_T
+    x = noise if noise is not None else randn_like(x_known, generator)  # x_T
     batch = x.shape[0]
 
     def level(i: int) -> torch.Tensor:
@@ -284,17 +266,13 @@ def inpaint(
 
     for here, there in zip(walk[:-1], walk[1:]):
         if there > here:  # one forward step, q(x_i | x_{i-1}) (Ho et al. eq. (2))
-            x = spaced.q_sample_step(x, level(there), noise=_randn_like(x, generator))
+            x = spaced.q_sample_step(x, level(there), noise=randn_like(x, generator))
             continue
         with torch.no_grad():
             x = p_sample(spaced, spaced_model, x, level(here), clip_denoised=clip_denoised, generator=generator)["sample"]
-        known = x_known if there < 0 else spaced.q_sample(x_known, level(there), noise=_randn_like(x, generator))
+        known = x_known if there < 0 else spaced.q_sample(x_known, level(there), noise=randn_like(x, generator))
         x = mask * known + (1 - mask) * x
     return x
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return randn(x.shape, generator, x.device, x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- linear inverse problems
@@ -403,7 +381,7 @@ def ddnm(
     y: (B, ...) = operator.A(x_0), in [-1, 1]; steps: respaced reverse steps (default T); noise: x_T: the shape of
     operator.A_pinv(y). Returns x_0: (B, ...).
     """
-    _check_data(y, "y")
+    check_images(y, "y")
     shape = operator.A_pinv(y).shape
     T = diffusion.num_timesteps
     steps = _check_steps(steps, T - 1)
@@ -443,7 +421,7 @@ def ddim_invert(
     in its last digits and decoding divides by sqrt(alpha_bar): stop earlier (t_end = 900 keeps alpha_bar = 0.02).
     x_start: (B, ...) -> x_{t_end}: (B, ...).
     """
-    _check_data(x_start, "x_start")
+    check_images(x_start, "x_start")
     t_end = diffusion.num_timesteps - 1 if t_end is None else _check_start(diffusion, t_end)
     timesteps = _timesteps_until(t_end, _check_steps(steps, t_end))
     alphas_cumprod = diffusion.schedule.alphas_cumprod

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Literal, get_args
 
 import torch
 
-from ._random import randn
+from ._random import randn, randn_like
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
 
@@ -108,12 +108,6 @@ def _check_steps(num_timesteps: int, steps: int) -> None:
         raise ValueError(f"steps must be between 1 and T = {num_timesteps}, got {steps}")
 
 
-def ke_sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
-    """sigma^KE_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0 ... T-1: (T,) float64 (Karras et al. 2022, Table 1)."""
-    alpha_bar = diffusion.schedule.alphas_cumprod
-    return ((1 - alpha_bar) / alpha_bar).sqrt()
-
-
 class SpacedModel:
     """Calls the original model with the original time index: respaced index i -> timesteps[i]."""
 
@@ -159,7 +153,7 @@ def p_sample(
     x_t: (B, ...); t: (B,). Returns {"sample": x_{t-1}, "pred_x_start": x_0 estimate}, each (B, ...).
     """
     out = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
-    z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
+    z = randn_like(x_t, generator)
     nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))  # z = 0 at the last step
     sample = out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * z
     return {"sample": sample, "pred_x_start": out["pred_x_start"]}
@@ -182,7 +176,7 @@ def ddim_sample(
     alpha_bar = diffusion._c("alphas_cumprod", t, x_t)
     alpha_bar_prev = diffusion._c("alphas_cumprod_prev", t, x_t)
     sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
-    z = _randn(x_t, generator)
+    z = randn_like(x_t, generator)
     mean = alpha_bar_prev.sqrt() * out["pred_x_start"] + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * out["pred_eps"]
     return {"sample": mean + sigma * z, "pred_x_start": out["pred_x_start"]}
 
@@ -262,10 +256,6 @@ def _predict_x_start(
     return diffusion.p_mean_variance(model, x_t, index, clip_denoised=clip_denoised)["pred_x_start"]
 
 
-def _randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return randn(x.shape, generator, x.device, x.dtype)
-
-
 def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, clip_denoised: bool, generator):
     """Multistep DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), ODE or SDE: step(k, x) from timesteps[k] to
     timesteps[k-1] (the data after k = 0). First order at the first step (no history) and at the step to the data,
@@ -277,7 +267,7 @@ def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, cli
         h = t["lambda"] - s["lambda"]
         x0 = _predict_x_start(diffusion, model, x, timesteps[k], clip_denoised)
         data_estimate = dpm_solver_pp_data_estimate(x0, history["x0"], h, history["h"])
-        z = _randn(x, generator) if stochastic else None
+        z = randn_like(x, generator) if stochastic else None
         coefficients = {"alpha_t": t["alpha"], "sigma_t": t["sigma"], "sigma_s": s["sigma"], "h": h}
         history.update(x0=x0, h=h)
         return dpm_solver_pp_update(x, data_estimate, coefficients, z), x0
@@ -326,7 +316,7 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
     the trained network); churn adds that noise back at a controlled rate while Heun keeps second-order accuracy
     per step.
     """
-    sigmas = ke_sigmas(diffusion)  # (T,) float64
+    sigmas = diffusion.schedule.noise_level  # sigma^KE_t = sqrt((1 - alpha_bar_t) / alpha_bar_t): (T,) float64
 
     def denoiser(t: int):
         """D(x^KE; sigma_t) = x0_theta(alpha_t x^KE, t), the network evaluated on the VP input."""
@@ -339,7 +329,7 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
         target = churn_noise_level(sigma, len(timesteps), s_churn)
         t_hat = max(t_s, int((sigmas.log() - math.log(target)).abs().argmin()))
         sigma_hat = sigmas[t_hat].item()
-        x_hat = x / _vp_levels(diffusion, t_s)["alpha"] + math.sqrt(sigma_hat**2 - sigma**2) * _randn(x, generator)
+        x_hat = x / _vp_levels(diffusion, t_s)["alpha"] + math.sqrt(sigma_hat**2 - sigma**2) * randn_like(x, generator)
         x0 = denoiser(t_hat)(x_hat)
         sigma_next = sigmas[t_next].item() if t_next >= 0 else 0.0
         first = k == len(timesteps) - 1  # Euler from x_T: see the docstring

@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 from torch.testing import assert_close
 
-from ddpm_lite.losses import discretized_gaussian_log_likelihood, mean_flat, nats_to_bits_per_dim, normal_kl
+from ddpm_lite.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
 
 def test_normal_kl_matches_torch_distributions(float64):
@@ -40,7 +40,6 @@ def test_decoder_end_bins_own_the_tails(float64):
     assert low.exp().item() == pytest.approx(Normal(mean, std).cdf(torch.tensor(-1 + 1 / 255)).item(), rel=1e-10)
 
 
-def test_mean_flat_and_bits_per_dim():
+def test_mean_flat():
     x = torch.arange(24.0).reshape(2, 3, 4)
     assert_close(mean_flat(x), torch.tensor([5.5, 17.5]))
-    assert nats_to_bits_per_dim(torch.tensor(math.log(2) * 64), 64).item() == pytest.approx(1.0)

@@ -28,7 +28,7 @@ def _shrink(x_t, t):
 
 # ---------------------------------------------------------------------------------------------- denoising maps
 def test_sigma_maps_to_its_own_step_and_q_sample_exactly(linear, float64):
-    levels = R.noise_level(linear)
+    levels = linear.schedule.noise_level
     assert (levels[1:] > levels[:-1]).all()
     g = torch.Generator().manual_seed(0)
     x_start = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
@@ -44,7 +44,7 @@ def test_sigma_maps_to_its_own_step_and_q_sample_exactly(linear, float64):
 
 def test_sigma_between_levels_gets_the_exact_noise_variance(linear, float64):
     """Off the grid: the extra noise tops sigma^2 up to sigma_t^2, so Var(x_t - sqrt(ab) x_0) = 1 - ab."""
-    levels = R.noise_level(linear)
+    levels = linear.schedule.noise_level
     sigma = float(levels[100] + levels[101]) / 2
     t = R.timestep_for_sigma(linear, sigma)
     assert t == 101 and levels[100] < sigma <= levels[t]
@@ -265,9 +265,12 @@ def test_classical_baselines_help_and_keep_known_pixels():
         (lambda d: R.Colorization().A(_digits_batch()), "3-channel"),
         (lambda d: R.SuperResolution(0), "positive integer"),
         (lambda d: R.sdedit(d, _shrink, torch.full((2, 1, 8, 8), float("nan")), 5), "NaN"),
+        (lambda d: R.sdedit(d, _shrink, _digits_batch()[:, 0], 5), r"channel axis, \(N, C, H, W\)"),
+        (lambda d: R.ddnm(d, _shrink, torch.zeros(2, 1, 4, 4, dtype=torch.long), R.SuperResolution(2)), "integer"),
     ],
     ids=["mask-shape", "mask-values", "range-0-255", "method", "t-is-T", "t-negative", "t-float", "steps-0",
-         "sampler", "sigma-0", "scale-divides", "colour-channels", "scale-0", "nan-input"],
+         "sampler", "sigma-0", "scale-divides", "colour-channels", "scale-0", "nan-input", "no-channel-axis",
+         "integer-pixels"],
 )
 def test_bad_input_is_one_clear_error(linear, call, message):
     with pytest.raises(ValueError, match=message) as info:

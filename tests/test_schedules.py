@@ -25,6 +25,16 @@ def test_alpha_bar_is_the_product_of_alphas(name):
     assert_close(s.snr, s.alphas_cumprod / (1 - s.alphas_cumprod), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_noise_level_is_the_noise_of_the_rescaled_x_t(name, float64):
+    """x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps: sigma_t^2 alpha_bar_t = 1 - alpha_bar_t, and it is
+    sqrt(1 / alpha_bar_t - 1) of the x_0 prediction up to that formula's cancellation at small t."""
+    s = NoiseSchedule.from_name(name, 1000)
+    assert_close(s.noise_level**2 * s.alphas_cumprod, 1 - s.alphas_cumprod, rtol=1e-14, atol=0)
+    assert_close(s.noise_level, s.sqrt_recipm1_alphas_cumprod, rtol=1e-11, atol=0)
+    assert bool((s.noise_level[1:] > s.noise_level[:-1]).all())
+
+
 def test_linear_schedule_matches_the_paper():
     betas = linear_beta_schedule(1000)
     assert betas[0].item() == pytest.approx(1e-4, abs=1e-15)
