@@ -120,7 +120,7 @@ def _reverse_from(
     timesteps = _timesteps_until(start, steps)
     spaced = respace(diffusion, timesteps)  # its top index len - 1 is `start`
     return sample(spaced, SpacedModel(model, torch.as_tensor(timesteps)), tuple(x_t.shape), noise=x_t,
-                  sampler=sampler, eta=eta, clip_denoised=clip_denoised, generator=generator)
+                  sampler=sampler, steps=len(timesteps), eta=eta, clip_denoised=clip_denoised, generator=generator)
 
 
 def sdedit(
@@ -388,8 +388,8 @@ def ddnm(
     timesteps = _timesteps_until(T - 1, steps)
     spaced = respace(diffusion, timesteps)
     projected = _ProjectedModel(spaced, SpacedModel(model, torch.as_tensor(timesteps)), operator, y, clip_denoised)
-    x_0 = sample(spaced, projected, tuple(shape), noise=noise, sampler=sampler, eta=eta, clip_denoised=clip_denoised,
-                 generator=generator, device=y.device)
+    x_0 = sample(spaced, projected, tuple(shape), noise=noise, sampler=sampler, steps=len(timesteps), eta=eta,
+                 clip_denoised=clip_denoised, generator=generator, device=y.device)
     return _consistent_in_range(operator, x_0, y)
 
 

@@ -6,6 +6,10 @@ last time step the network sees, and ends on the data (where Algorithm 2 adds no
 Randomness comes only from ``noise=`` (x_T) and ``generator=``. ``steps`` is the number of network evaluations
 (NFE) a sample may use; each sampler spends them on the time steps listed by :func:`sampler_timesteps`.
 
+One default everywhere: :func:`sample`, :func:`sample_loop_progressive`, :func:`sample_trajectory`, the evaluation
+functions and ``ddpm-lite sample`` use :data:`DEFAULT_SAMPLER` with :func:`default_steps` evaluations unless told
+otherwise. Algorithm 2 itself, the book's subject, is ``sampler="ddpm"`` (by default with all T steps).
+
 The solvers read the schedule in the variables of Lu et al. 2022: alpha_t = sqrt(alpha_bar_t),
 sigma_t = sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t) (half the log-SNR); Karras et al. use
 sigma^KE_t = sigma_t / alpha_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) and x^KE = x_t / alpha_t.
@@ -20,22 +24,29 @@ from typing import Callable, Iterator, Literal, get_args
 
 import torch
 
+from ._progress import progress_bar
 from ._random import randn, randn_like
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
-# The default of `ddpm-lite sample`: the sampler that reached FD <= 1.25x the full 1000-step chain's with the fewest
-# evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0; held-out digits,
-# benchmarks/results/samplers.md, n = 1000, 2 seeds), with DEFAULT_STEPS evaluations unless --steps says otherwise.
-# sample() itself keeps "ddpm" with all T steps, Algorithm 2, the book's subject.
-DEFAULT_SAMPLER = "dpmpp_2m"
-DEFAULT_STEPS = 20  # the command's evaluations for every sampler but ddpm (which runs Algorithm 2's T steps)
+# The default sampler (of sample() and `ddpm-lite sample` alike): the one that reached FD <= 1.25x the full 1000-step
+# chain's with the fewest evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0;
+# held-out digits, benchmarks/results/samplers.md, n = 1000, 2 seeds), given default_steps evaluations.
+DEFAULT_SAMPLER: SamplerName = "dpmpp_2m"
+DEFAULT_STEPS = 20  # the default evaluations of every sampler but ddpm (Algorithm 2's chain: all T steps)
 CHURN = 40.0  # S_churn of the churn sampler (Karras et al. 2022, Algorithm 2; their ImageNet-64 value):
 # gamma = min(S_churn / N, sqrt(2) - 1), the largest gamma for N <= 97 levels. Digits model v3 (trained and scored
 # on all digits), 20 NFE, n = 500: FD 12.4 with S_churn = 10 or 40 (both the largest gamma there), 14.4 with 0
 CHURN_SIGMA_RANGE = (0.05, 50.0)  # (S_tmin, S_tmax): churn only where S_tmin <= sigma^KE <= S_tmax (their values)
+
+
+def default_steps(sampler: SamplerName, num_timesteps: int) -> int:
+    """The network evaluations ``sampler`` gets when ``steps`` is None: T for "ddpm" (Algorithm 2's whole chain),
+    min(DEFAULT_STEPS, T) for every other sampler."""
+    _check_sampler(sampler)
+    return num_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, num_timesteps)
 
 
 def space_timesteps(num_timesteps: int, steps: int) -> list[int]:
@@ -84,7 +95,8 @@ def sampler_timesteps(
     churn there, so they are not offered.
     churn: Heun spends two evaluations per step except the first and the last (Euler), so it gets steps // 2 + 1
     levels (steps >= 2).
-    steps None: every index (the full chain; churn then makes 2T - 2 evaluations).
+    steps None: the sampler's default budget, :func:`default_steps` (as in :func:`sample`): every index for "ddpm",
+    DEFAULT_STEPS evaluations (or T if fewer) for the others.
     """
     T = diffusion.num_timesteps
     _check_sampler(sampler)
@@ -92,7 +104,7 @@ def sampler_timesteps(
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; use one of {SPACINGS}")
     if steps is None:
-        return list(range(T))
+        steps = default_steps(sampler, T)
     _check_steps(T, steps)
     levels = steps // 2 + 1 if sampler == "churn" and steps > 1 else steps
     return space_timesteps(T, levels) if spacing == "linspace" else logsnr_timesteps(diffusion, levels)
@@ -104,8 +116,8 @@ def _check_sampler(sampler: str) -> None:
 
 
 def _check_steps(num_timesteps: int, steps: int) -> None:
-    if not 1 <= steps <= num_timesteps:
-        raise ValueError(f"steps must be between 1 and T = {num_timesteps}, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be an int between 1 and T = {num_timesteps}, got {steps!r}")
 
 
 class SpacedModel:
@@ -357,17 +369,19 @@ def _respaced_stepper(diffusion, model, timesteps, *, sampler: str, eta: float, 
 
 def sample_loop_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *,
-    sampler: SamplerName = "ddpm", steps: int | None = None, eta: float = 0.0, s_churn: float = CHURN,
-    spacing: str | None = None,
+    sampler: SamplerName = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0, s_churn: float = CHURN,
+    spacing: Spacing | None = None,
     clip_denoised: bool = True, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
     device=None, progress: bool = False,
 ) -> Iterator[dict]:
     """Run a sampler from x_T ~ N(0, I) down to x_0, yielding after every step.
 
-    shape: (B, ...) of the samples; steps: at most this many network evaluations (NFE), 1 <= steps <= T, or None
-    for all T time steps (:func:`sampler_timesteps` says where each sampler spends them); eta: DDIM's noise, 0 to 1
-    (ddim only); s_churn: S_churn of the churn sampler; spacing: where the steps go (:func:`sampler_timesteps`).
-    device: where x_T and every step live, the model's device (default: that of ``noise``, else torch's default).
+    shape: (B, ...) of the samples; sampler: one of :data:`SAMPLERS` (default :data:`DEFAULT_SAMPLER`; "ddpm" is
+    Algorithm 2); steps: at most this many network evaluations (NFE), 1 <= steps <= T, or None for the sampler's
+    :func:`default_steps` (all T for "ddpm"; :func:`sampler_timesteps` says where each sampler spends them);
+    eta: DDIM's noise, 0 to 1 (ddim only); s_churn: S_churn of the churn sampler; spacing: where the steps go
+    (:func:`sampler_timesteps`). device: where x_T and every step live, the model's device (default: that of
+    ``noise``, else torch's default). progress: a progress bar over the steps (:mod:`ddpm_lite._progress`).
     Yields {"t": original time index just denoised (int), "sample": x at the next level (x_0 after t = 0),
     "pred_x_start": the x_0 estimate of that step}.
     """
@@ -391,34 +405,43 @@ def sample_loop_progressive(
     elif not bool(torch.isfinite(noise).all()):
         raise ValueError("noise (x_T) has NaN or inf values; pass finite noise, or none to draw x_T ~ N(0, I)")
     x = noise if device is None else noise.to(device)  # a model on a GPU: x_T (drawn anywhere) moves there
-    indices = reversed(range(len(timesteps)))
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(list(indices), desc=f"{sampler} sampling")
+    indices = progress_bar(reversed(range(len(timesteps))), total=len(timesteps), desc=f"{sampler} sampling",
+                           enabled=progress)
     for i in indices:
         with torch.no_grad():
             x, pred_x_start = step(i, x)
         yield {"t": timesteps[i], "sample": x, "pred_x_start": pred_x_start}
 
 
-def sample(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], **kwargs) -> torch.Tensor:
-    """Draw samples x_0: (B, ...). Keyword arguments as :func:`sample_loop_progressive`."""
-    for out in sample_loop_progressive(diffusion, model, shape, **kwargs):
+def sample(
+    diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *, sampler: SamplerName = DEFAULT_SAMPLER,
+    steps: int | None = None, **kwargs,
+) -> torch.Tensor:
+    """Draw samples x_0: (B, ...) with ``sampler`` (default :data:`DEFAULT_SAMPLER`) in ``steps`` evaluations
+    (default :func:`default_steps`); ``sampler="ddpm"`` is Algorithm 2, with all T steps unless ``steps`` is given.
+    Other keyword arguments as :func:`sample_loop_progressive`."""
+    for out in sample_loop_progressive(diffusion, model, shape, sampler=sampler, steps=steps, **kwargs):
         pass
     return out["sample"]
 
 
 def sample_trajectory(
-    diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *, every: int = 100, **kwargs
+    diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *, sampler: SamplerName = DEFAULT_SAMPLER,
+    steps: int | None = None, every: int | None = None, **kwargs,
 ) -> dict:
     """Sample and keep x_t and the predicted x_0 every ``every`` steps (and at the last) for figures.
 
+    sampler, steps and the other keyword arguments as :func:`sample`; every: None keeps about ten states, one
+    every len(levels) // 10 steps of the sampler's :func:`sampler_timesteps`.
     Returns {"timesteps": list of time indices (S,), "x_t": (S, B, ...), "pred_x_start": (S, B, ...),
     "sample": x_0 (B, ...)}; x_t[k] is the sample after denoising timesteps[k].
     """
+    if every is None:
+        every = max(1, len(sampler_timesteps(diffusion, sampler, steps, kwargs.get("spacing"))) // 10)
+    elif isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int (keep one state every that many steps), got {every!r}")
     timesteps, states, predictions = [], [], []
-    for k, out in enumerate(sample_loop_progressive(diffusion, model, shape, **kwargs)):
+    for k, out in enumerate(sample_loop_progressive(diffusion, model, shape, sampler=sampler, steps=steps, **kwargs)):
         if k % every == 0 or out["t"] == 0:
             timesteps.append(out["t"])
             states.append(out["sample"])

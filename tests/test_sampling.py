@@ -4,7 +4,9 @@ import torch
 from torch.testing import assert_close
 
 from ddpm_lite import GaussianDiffusion, NoiseSchedule, respace, sample, sample_trajectory, space_timesteps
-from ddpm_lite.sampling import SpacedModel, p_sample
+from ddpm_lite.sampling import (
+    DEFAULT_SAMPLER, DEFAULT_STEPS, SpacedModel, default_steps, p_sample, sampler_timesteps,
+)
 
 
 class RecordingModel:
@@ -57,7 +59,8 @@ def test_last_step_adds_no_noise():
 
 def test_generator_makes_sampling_reproducible():
     d = GaussianDiffusion(NoiseSchedule.from_name("linear", 50))
-    run = lambda seed: sample(d, RecordingModel(), (4, 1, 2, 2), generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: sample(d, RecordingModel(), (4, 1, 2, 2), sampler="ddpm",
+                              generator=torch.Generator().manual_seed(seed))
     assert_close(run(3), run(3), rtol=0, atol=0)
     assert not torch.equal(run(3), run(4))
 
@@ -118,10 +121,51 @@ def test_a_respaced_diffusion_has_a_config_that_rebuilds_it():
 
 def test_trajectory_shapes():
     d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
-    traj = sample_trajectory(d, RecordingModel(), (3, 1, 4, 4), every=25, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectory(d, RecordingModel(), (3, 1, 4, 4), sampler="ddpm", every=25,
+                             generator=torch.Generator().manual_seed(0))
     assert traj["timesteps"] == [99, 74, 49, 24, 0]
     assert traj["x_t"].shape == (5, 3, 1, 4, 4) and traj["pred_x_start"].shape == (5, 3, 1, 4, 4)
     assert_close(traj["x_t"][-1], traj["sample"])
+    # by default: the default sampler's 20 levels, about ten of them kept (every second), and the last
+    traj = sample_trajectory(d, RecordingModel(), (3, 2), generator=torch.Generator().manual_seed(0))
+    levels = sampler_timesteps(d, DEFAULT_SAMPLER, None)[::-1]
+    assert traj["timesteps"] == levels[::2] + [0] and traj["x_t"].shape == (11, 3, 2)
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        sample_trajectory(d, RecordingModel(), (3, 2), every=0)
+
+
+def test_one_default_sampler_and_its_default_budget():
+    """sample() without sampler or steps is DEFAULT_SAMPLER with default_steps evaluations, the CLI's default;
+    sampler="ddpm" without steps is Algorithm 2's whole chain."""
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    assert DEFAULT_SAMPLER == "dpmpp_2m" and default_steps("dpmpp_2m", 100) == DEFAULT_STEPS == 20
+    assert default_steps("ddpm", 100) == 100 and default_steps("churn", 10) == 10  # never more than T
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    model = RecordingModel()
+    x = sample(d, model, (4, 2), noise=x_T)
+    assert len(model.calls) == DEFAULT_STEPS
+    assert torch.equal(x, sample(d, RecordingModel(), (4, 2), sampler="dpmpp_2m", steps=20, noise=x_T))
+    # steps=None means the same budget everywhere: in sample() and in sampler_timesteps()
+    for sampler in ("ddpm", "ddim", "dpmpp_2m", "churn"):
+        assert sampler_timesteps(d, sampler, None) == sampler_timesteps(d, sampler, default_steps(sampler, 100))
+    assert sampler_timesteps(d, "ddpm", None) == list(range(100))
+    with pytest.raises(ValueError, match="ddpm.*ddim"):
+        default_steps("euler", 100)
+    with pytest.raises(ValueError, match="an int between 1 and T = 100"):
+        sample(d, model, (4, 2), steps=True)
+
+
+def test_progress_goes_through_the_one_progress_bar(capsys):
+    """progress=True draws ddpm_lite._progress's bar: into a pipe (as here) a few lines, not one per step."""
+    from ddpm_lite._progress import PIPE_LINES
+
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100))
+    sample(d, RecordingModel(), (2, 2), sampler="ddpm", progress=True)
+    err = capsys.readouterr().err
+    assert "ddpm sampling" in err and "100/100" in err
+    assert err.count("ddpm sampling") <= PIPE_LINES + 2
+    sample(d, RecordingModel(), (2, 2), sampler="ddpm")
+    assert capsys.readouterr().err == ""
 
 
 def test_unknown_sampler_names_the_options():
