@@ -25,7 +25,7 @@ class _NoBar:
     def update(self, n=1):
         pass
 
-    def set_postfix(self, **kwargs):
+    def set_postfix(self, *args, **kwargs):
         pass
 
     def close(self):

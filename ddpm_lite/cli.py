@@ -199,7 +199,10 @@ def run_train(args) -> None:
         result = train(model_config, diffusion_config, config, out_dir=out, resume=args.resume,
                        progress=not args.no_progress)
     except DatasetNotFoundError as exc:
-        raise UsageError(f"--dataset {config.dataset}: {exc}") from None
+        fix = (f"the {exc.other_split} split is: use --split {exc.other_split}, or put the missing files there"
+               if exc.other_split else "set DDPM_LITE_DATA to the folder that holds it, or use --dataset digits, "
+               "which ships offline")
+        raise UsageError(f"--dataset {config.dataset}: {exc.missing}; {fix}") from None
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""

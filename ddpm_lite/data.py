@@ -104,7 +104,19 @@ _MNIST_FAMILY = {"mnist": ("MNIST", "MNIST"), "fashion_mnist": ("Fashion-MNIST",
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not on disk (and were not, or could not be, downloaded)."""
+    """A dataset's files are not on disk (and were not, or could not be, downloaded).
+
+    ``missing``: what is not there (and where); ``other_split``: the split that is there instead, or None. The
+    message adds what to do in Python; the command line says it in flags.
+    """
+
+    def __init__(self, missing: str, other_split: str | None = None):
+        self.missing, self.other_split = missing, other_split
+        option = {"test": "train=False", "train": "train=True"}.get(other_split)
+        fix = (f"the {other_split} split is: use {option}, or put the missing files there" if option else
+               "set DDPM_LITE_DATA to the folder that holds it, run with download=True (needs a network), or use "
+               "load_dataset('digits'), which ships offline")
+        super().__init__(f"{missing}; {fix}")
 
 
 def default_data_root() -> Path:
@@ -282,10 +294,7 @@ def digits_split_indices() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _not_found(display: str, root: Path, reason: str = "") -> DatasetNotFoundError:
     why = f" ({reason})" if reason else ""
-    return DatasetNotFoundError(
-        f"{display} not found under {root}{why}; set DDPM_LITE_DATA to the folder that holds it, run with "
-        "download=True (needs a network), or use load_dataset('digits'), which ships offline"
-    )
+    return DatasetNotFoundError(f"{display} not found under {root}{why}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -334,10 +343,9 @@ def _load_mnist_family(
     split, other = ("training", "test") if train else ("test", "training")
     if _read_raw_idx_split(raw, "t10k" if train else "train", probe=True):
         option = "train=False (--split test)" if train else "train=True (--split train)"
-        raise DatasetNotFoundError(
-            f"the {display} {split} split is not under {root} (its files {raw}/"
-            f"{'train' if train else 't10k'}-*-ubyte[.gz] are missing); the {other} split is: use {option}, "
-            "or put the missing files there (download=True needs a network)") from None
+        prefix = "train" if train else "t10k"
+        raise DatasetNotFoundError(f"the {display} {split} split is not under {root} ({raw}/{prefix}-*-ubyte[.gz] "
+                                   "are missing)", other_split="test" if train else "train") from None
     raise _not_found(f"{display} ({split} split)", root, reason) from None
 
 

@@ -253,8 +253,9 @@ def training_data(data, config: TrainConfig) -> tuple[torch.Tensor, TrainConfig,
         source = f"{config.dataset} ({config.split} split)"
     else:
         is_path = isinstance(data, (str, Path))
+        data = Path(data).expanduser().resolve() if is_path else data  # resume finds it from any folder
         images = as_images(data)
-        config = replace(config, dataset=None, data=str(Path(data).expanduser()) if is_path else None)
+        config = replace(config, dataset=None, data=str(data) if is_path else None)
         source = config.data if is_path else f"{type(data).__name__} passed to train()"
     summary = {"source": source, "shape": list(images.shape), "checksum": float(images.double().sum())}
     return images, config, summary
@@ -432,7 +433,7 @@ class _Run:
             self.history.append(record)
             if self.is_writer:
                 ckpt.append_log(self.out_dir / ckpt.LOG_NAME, record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)  # shown at the next draw
         if save and self.out_dir is not None:
             self.save()
 

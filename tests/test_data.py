@@ -145,7 +145,7 @@ def test_mnist_test_split_from_raw_files_only():
     if not (raw / "train-images-idx3-ubyte.gz").exists() and not (raw / "train-images-idx3-ubyte").exists():
         # what is missing is named: the training split, not "MNIST"; and what is there, the test split
         with pytest.raises(DatasetNotFoundError, match=r"^the MNIST training split is not under .*; the test split "
-                                                       r"is: use train=False \(--split test\)") as info:
+                                                       r"is: use train=False") as info:
             load_dataset("mnist", root=SHARED_MNIST, train=True)
         assert "\n" not in str(info.value) and info.value.__suppress_context__
     assert sorted(p.name for p in raw.iterdir()) == before  # nothing written there

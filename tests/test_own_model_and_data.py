@@ -108,7 +108,7 @@ def test_a_torchvision_dataset_of_pil_images():
     fake = torchvision.datasets.FakeData(size=6, image_size=(3, 8, 8), num_classes=2)  # (PIL image, label) items
     images = dl.as_images(fake)
     assert images.shape == (6, 3, 8, 8) and images.min() >= -1 and images.max() <= 1
-    pixels = torch.as_tensor(np.asarray(fake[0][0]), dtype=torch.float32).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    pixels = torch.as_tensor(np.array(fake[0][0]), dtype=torch.float32).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
     torch.testing.assert_close(images[0], pixels / 127.5 - 1)
 
 

@@ -16,7 +16,7 @@ class FakeClock:
 
 
 def draws(stream: io.StringIO) -> int:
-    return stream.getvalue().count("\r")
+    return stream.getvalue().count("it/s]")  # one per drawing of the bar
 
 
 def test_into_a_pipe_a_bar_prints_a_few_lines_however_many_steps(monkeypatch):

@@ -338,7 +338,7 @@ def test_a_t_changed_in_place_is_checked_again(diffusion):
 
 def test_images_outside_minus_one_one_are_refused(diffusion):
     images = torch.full((2, 1, 4, 4), 255.0)
-    with pytest.raises(ValueError, match=r"scaled to \[-1, 1\].*127.5"):
+    with pytest.raises(ValueError, match=r"in \[-1, 1\].*127.5"):
         diffusion.training_losses(zeros_model, images)
     points = torch.full((2, 2), 3.0)  # 2-D toy data need only be finite
     assert diffusion.training_losses(zeros_model, points)["loss"].shape == (2,)
