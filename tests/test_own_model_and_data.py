@@ -46,9 +46,10 @@ def digits():
     return dl.load_dataset("digits")[:200]  # (200, 1, 8, 8) in [-1, 1]: "the student's tensor"
 
 
-def fresh_mlp(seed: int = 0) -> MLP:
+def fresh_mlp(seed: int = 0, **options) -> MLP:
+    """The student seeds their own module (the trainer seeds only the U-Nets it builds)."""
     torch.manual_seed(seed)
-    return MLP()
+    return MLP(**options)
 
 
 def test_an_mlp_on_a_tensor_trains_checkpoints_resumes_samples_and_evaluates(digits, tmp_path):
@@ -143,15 +144,28 @@ def test_mixed_sizes_and_a_model_of_the_wrong_output_are_one_line(digits, tmp_pa
 
 
 @pytest.mark.skipif(not (MNIST_ROOT / "MNIST" / "raw").is_dir(), reason="the offline MNIST test split is not here")
-def test_the_mnist_test_split_trains_an_mlp(monkeypatch):
+def test_an_mlp_on_the_mnist_test_split_trains_resumes_samples_and_evaluates(monkeypatch, tmp_path):
+    """Offline, only MNIST's test split exists: its first 9,000 images train, the last 1,000 are held out."""
     monkeypatch.setenv("DDPM_LITE_DATA", str(MNIST_ROOT))
     with pytest.raises(dl.data.DatasetNotFoundError, match=r"MNIST training split is not under .*the test split is"):
         dl.load_dataset("mnist", train=True)
-    result = dl.train(MLP(pixels=784), dl.DiffusionConfig(num_timesteps=50),
-                      config(dataset="mnist", split="test", steps=2, log_every=1), progress=False)
-    assert result.step == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in result.history)
-    x = dl.sample(result.diffusion, result.ema_model, (2, 1, 28, 28), steps=3)
-    assert x.shape == (2, 1, 28, 28)
+    mnist = dl.load_dataset("mnist", train=False)  # (10000, 1, 28, 28)
+    train_images, heldout = mnist[:9000], mnist[9000:]
+    diffusion_config = dl.DiffusionConfig(num_timesteps=50)
+    straight = dl.train(fresh_mlp(pixels=784), diffusion_config, config(steps=4, checkpoint_every=2), data=train_images,
+                        out_dir=tmp_path / "a", progress=False)
+    dl.train(fresh_mlp(pixels=784), diffusion_config, config(steps=2), data=train_images, out_dir=tmp_path / "b",
+             progress=False)
+    dl.train(MLP(pixels=784), diffusion_config, config(steps=4), data=train_images, out_dir=tmp_path / "b",
+             resume=True, progress=False)
+    model, diffusion, configs = dl.load_checkpoint(tmp_path / "b", model=MLP(pixels=784))
+    for a, b in zip(model.state_dict().values(), straight.ema_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert configs["data"]["shape"] == [9000, 1, 28, 28]
+    x = dl.sample(diffusion, model, (2, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 28, 28) and bool(torch.isfinite(x).all())
+    scores = dl.bits_per_dim(diffusion, model, heldout[:3])
+    assert scores["num"] == 3 and scores["uniform"] == 8.0 and scores["bpd"] > 0
 
 
 # ---------------------------------------------------------------------------------------------- the command line
