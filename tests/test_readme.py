@@ -37,6 +37,8 @@ import numpy as np
 import pytest
 import torch
 
+import ddpm_lite as dl
+
 
 def _repository_root() -> Path:
     for folder in Path(__file__).resolve().parents:
@@ -279,16 +281,12 @@ def shortened(words: list[str]) -> list[str]:
 
 
 def _digits(n: int, size: int = 8, train: bool = True) -> torch.Tensor:
-    import ddpm_lite as dl
-
     x = dl.load_dataset("digits", train=train)[:n]
     return x if size == 8 else torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear").clamp(-1, 1)
 
 
 def _write(x: torch.Tensor, path: Path) -> None:
     """Images to a .npy or .png file, or to a folder of PNGs (a path without a suffix)."""
-    import ddpm_lite as dl
-
     if path.suffix:
         dl.save_images(x, path, scale=1, padding=0) if path.suffix == ".png" else np.save(path, x.numpy())
     else:
@@ -321,8 +319,6 @@ def write_inputs(words: list[str], env: dict, cwd: Path) -> None:
         return
     if not _flag(words, "--checkpoint"):
         return
-    import ddpm_lite as dl
-
     size = dl.load_checkpoint(cwd / _flag(words, "--checkpoint"))[2]["model_config"].image_size
     if command == "eval" and _flag(words, "--data"):
         _write(_digits(8, size, train=False), cwd / _flag(words, "--data"))
