@@ -501,7 +501,8 @@ def run_eval(args) -> None:
     images = images[: args.num or (len(images) if dataset == "digits" else 1000)]
     result = bits_per_dim(diffusion, model, images, batch_size=args.batch_size, device=device, progress=progress,
                           generator=torch.Generator(device).manual_seed(args.seed))
-    verdict = "above it: the model is untrained or broken" if result["bpd"] > result["uniform"] else "below it"
+    above = result["bpd"] > result["uniform"]
+    verdict = "above it: the model is untrained, too small or broken" if above else "below it"
     print(f"bits/dim {result['bpd']:.3f} +- {result['se']:.3f} (standard error) on {result['num']} {what} ({T} "
           f"terms); a uniform distribution over the {diffusion.config.data_bins} grey levels scores "
           f"{result['uniform']:.3f} ({verdict})")
