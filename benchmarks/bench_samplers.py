@@ -188,7 +188,7 @@ def main(argv=None) -> None:
 
         model, diffusion = load_pretrained_digits(device="cpu")  # the CPU-trained model the FDs were measured on
     else:
-        from ddpm_lite.training import load_checkpoint
+        from ddpm_lite import load_checkpoint
 
         model, diffusion, _ = load_checkpoint(args.checkpoint, ema=True)
     load_before, start = os.getloadavg(), time.perf_counter()
