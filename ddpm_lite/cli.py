@@ -504,7 +504,7 @@ def run_eval(args) -> None:
     above = result["bpd"] > result["uniform"]
     verdict = "above it: the model is untrained, too small or broken" if above else "below it"
     print(f"bits/dim {result['bpd']:.3f} +- {result['se']:.3f} (standard error) on {result['num']} {what} ({T} "
-          f"terms); a uniform distribution over the {diffusion.config.data_bins} grey levels scores "
+          f"terms); a uniform distribution over the {diffusion.data_bins} grey levels scores "
           f"{result['uniform']:.3f} ({verdict})")
 
 

@@ -79,4 +79,4 @@ def bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tenso
     totals = torch.cat(totals).double()
     se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
     return {"bpd": totals.mean().item(), "se": se, "num": len(totals),
-            "uniform": uniform_bits_per_dim(diffusion.config.data_bins if diffusion.config else diffusion.data_bins)}
+            "uniform": uniform_bits_per_dim(diffusion.data_bins)}

@@ -269,6 +269,9 @@ def _build_model(model, diffusion, data: torch.Tensor, config: TrainConfig):
     if diffusion.config is None:
         raise ValueError("this GaussianDiffusion has no DiffusionConfig (built from raw betas), so a checkpoint could "
                          "not rebuild it; pass a DiffusionConfig, or GaussianDiffusion.from_config(...)")
+    if diffusion.config.timesteps is not None:
+        raise ValueError(f"this diffusion is respaced to {len(diffusion.config.timesteps)} of its steps, which is for "
+                         "sampling; train on the full chain (pass the DiffusionConfig without timesteps)")
     if model is None or isinstance(model, UNetConfig):
         model_config = model or default_model
         expected = (model_config.image_channels, model_config.image_size, model_config.image_size)

@@ -236,3 +236,12 @@ def test_pretrained_cache_is_trained_once_by_concurrent_callers(tmp_path, tiny_p
         thread.join()
     assert calls == [1] and len(results) == 2
     assert_state_dicts_equal(results[0].state_dict(), results[1].state_dict())
+
+
+def test_a_respaced_diffusion_is_for_sampling_not_training():
+    from ddpm_lite.diffusion import GaussianDiffusion
+    from ddpm_lite.sampling import respace
+
+    short = respace(GaussianDiffusion.from_config(SHORT), [0, 49, 99])
+    with pytest.raises(ValueError, match="respaced to 3 of its steps.*full chain"):
+        train(TINY, short, tiny_config(steps=1), progress=False)
