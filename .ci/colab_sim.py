@@ -63,7 +63,7 @@ GLUE_ROLE = re.compile(r"\{glue(?::[\w-]+)?\}`([^`<>:]+)")
 GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::[\w-]+)?\}\s+(\S+)", re.MULTILINE)
 
 
-# ---------------------------------------------------------------- pure helpers (tests/test_colab_sim.py)
+# ---------------------------------------------------------------- pure helpers (tests/book/test_colab_sim.py)
 
 def significant_digits(number: str) -> int:
     """The significant digits of a printed decimal number: ``0.01235`` -> 4, ``1.5e-05`` -> 2, ``1,234.5`` -> 5."""

@@ -86,7 +86,7 @@ def sampler_timesteps(
 
     spacing: "linspace" (:func:`space_timesteps`, even in t) or "logsnr" (:func:`logsnr_timesteps`, even in
     lambda); None: DEFAULT_SPACING, "linspace" for every sampler. The two disagree for DPM-Solver++: with the exact
-    eps* of a sharp 1-D mixture (tests/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.01 vs
+    eps* of a sharp 1-D mixture (tests/library/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.01 vs
     0.21: even t leaves one long lambda step into index 0, over which the second-order extrapolation overshoots),
     but on the book's digits model "linspace" wins (20 NFE, n = 500: FD 12.4 vs 13.6 for dpmpp_2m, 7.8 vs 12.4
     for dpmpp_2m_sde; "logsnr" also merges levels near t = 0 and so uses 17 evaluations): a trained network's

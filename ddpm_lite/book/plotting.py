@@ -19,7 +19,7 @@ from .._device import default_device
 from ..images import image_grid
 
 # Where the book's Colab setup cell installs ddpm_lite from: the one place of the URL in the package. _config.yml
-# (repository: url) and every chapter's setup cell must agree with it (tests/test_book_setup.py); to point a fork at
+# (repository: url) and every chapter's setup cell must agree with it (tests/book/test_book_setup.py); to point a fork at
 # its own repository, replace the URL in all three at once (README, "The book in Colab").
 REPOSITORY_URL = "https://github.com/ddpm-lite/ddpm_lite"
 INSTALL_REQUIREMENT = f"ddpm_lite[plot] @ git+{REPOSITORY_URL}@main"  # what the setup cell passes to pip

@@ -28,7 +28,8 @@ from .._io import default_cache_dir, in_colab
 from ..checkpoints import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, read_log
 from ..training import TrainConfig, default_configs, train
 
-PRETRAINED_VERSION = 4  # 4: the training split of the digits only; bump to retrain every cached model
+PRETRAINED_VERSION = 5  # 4: the training split of the digits only; 5: checkpoint format 2 (TrainConfig gained split
+# and data, DiffusionConfig timesteps); bump to retrain every cached model
 PRETRAINED_STEPS = 700  # x 128 images: 90-105 s on two free cores of a recent x86 CPU (~900-1,100 images/s), so
 # that a chapter that trains it first (sampling, run on its own with an empty cache) stays under 3 minutes
 PRETRAINED_BATCH_SIZE = 128

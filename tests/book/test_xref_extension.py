@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from docutils import nodes
 
 _spec = importlib.util.spec_from_file_location(
-    "ddpm_lite_xref", Path(__file__).resolve().parents[1] / "book" / "_ext" / "ddpm_lite_xref.py")
+    "ddpm_lite_xref", Path(__file__).resolve().parents[2] / "book" / "_ext" / "ddpm_lite_xref.py")
 xref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(xref)
 

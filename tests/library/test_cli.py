@@ -12,7 +12,7 @@ import torch
 from ddpm_lite.cli import main
 from ddpm_lite.checkpoints import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ddpm_lite(*args, cwd, module=("-m", "ddpm_lite"), timeout=300):

@@ -18,7 +18,7 @@ from ddpm_lite.sampling import p_sample
 
 EXERCISES = sorted(checks.EXERCISES)
 CJK = re.compile(r"[\u4e00-\u9fff]")
-CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "book").glob("*.ipynb"))
+CHAPTERS = sorted((Path(__file__).resolve().parents[2] / "book").glob("*.ipynb"))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ddpm_lite.checkpoints import (CHECKPOINT_NAME, LOG_NAME, CheckpointError, l
 from ddpm_lite.training import TrainConfig, TrainingDiverged, train
 from ddpm_lite.unet import UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = UNetConfig(base_channels=8, channel_mult=(1,), attention_resolutions=(), num_heads=1, dropout=0.1)
 SHORT = DiffusionConfig(num_timesteps=100, data_bins=17)
 # The CLI trains the default digits model: 5 steps of 8 images take about a second on one thread.

@@ -10,7 +10,7 @@ from ddpm_lite import GaussianDiffusion, NoiseSchedule
 from ddpm_lite.sampling import sampler_timesteps
 
 _spec = importlib.util.spec_from_file_location(
-    "bench_samplers", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_samplers.py")
+    "bench_samplers", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_samplers.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 

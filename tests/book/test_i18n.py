@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 babel = pytest.importorskip("babel")
 from babel.messages.catalog import Catalog  # noqa: E402
 

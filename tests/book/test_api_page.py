@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ddpm_lite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
 BLOCKS = {m.group(1): m.group(2) for m in re.finditer(
     r"^\.\. automodule:: (\S+)\n((?:   :[\w-]+:.*\n)*)", PAGE, re.M)}

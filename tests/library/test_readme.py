@@ -58,7 +58,7 @@ NOT_RUN = {
     "make catalogs": "the translator's workflow: it rewrites locale/ and book/zh/ and builds the book; `make test` "
                      "runs its checks (`.ci/i18n.py check`, `notebooks --check`) itself",
     "DDPM_LITE_CACHE=/tmp/benchcache PYTHONPATH=. python benchmarks/bench_samplers.py --n 1000 --seeds 0 1 --nfes 5 "
-    "10 20 50 --threads 2": "a 12-minute benchmark, run by hand; tests/test_bench_samplers.py runs its functions on a "
+    "10 20 50 --threads 2": "a 12-minute benchmark, run by hand; tests/book/test_bench_samplers.py runs its functions on a "
                            "stand-in model",
     "PYTHONPATH=. python benchmarks/train_lever_models.py --out /tmp/lever": "trains the book's model twice more and "
                                                                            "benchmarks each (minutes), run by hand",

@@ -2,7 +2,7 @@
 import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("check_html", Path(__file__).resolve().parents[1] / ".ci" / "check_html.py")
+_spec = importlib.util.spec_from_file_location("check_html", Path(__file__).resolve().parents[2] / ".ci" / "check_html.py")
 check_html = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_html)
 

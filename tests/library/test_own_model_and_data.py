@@ -16,7 +16,7 @@ from torch import nn
 import ddpm_lite as dl
 from ddpm_lite.checkpoints import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MNIST_ROOT = Path(os.environ.get("DDPM_LITE_MNIST_TEST", ROOT.parent / "shared" / "data" / "mnist"))
 SHORT = dl.DiffusionConfig(num_timesteps=50, data_bins=17)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 QUOTED = re.compile(r"`([A-Za-z_]\w*(?:\.\w+)+)")  # `dl.sample`, `book.checks.check_q_sample(...)`
 

@@ -25,9 +25,9 @@ from ddpm_lite.data import (
     to_uint8,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # In CI the checkout sits beside shared/, so look two levels up, never inside the repo.
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 
 
 # --- digits ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "browser_check", Path(__file__).resolve().parents[1] / ".ci" / "browser_check.py")
+    "browser_check", Path(__file__).resolve().parents[2] / ".ci" / "browser_check.py")
 browser_check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(browser_check)
 
@@ -163,7 +163,7 @@ def test_the_footer_extension_writes_the_line_the_check_reads():
     import ddpm_lite
 
     spec = importlib.util.spec_from_file_location(
-        "ddpm_lite_version", Path(__file__).resolve().parents[1] / "book" / "_ext" / "ddpm_lite_version.py")
+        "ddpm_lite_version", Path(__file__).resolve().parents[2] / "book" / "_ext" / "ddpm_lite_version.py")
     extension = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(extension)
     assert extension.VERSION_LINE == browser_check.VERSION_LINE

@@ -18,7 +18,7 @@ import pytest
 
 import ddpm_lite
 
-NOTATION = Path(__file__).resolve().parents[1] / "book" / "notation.md"
+NOTATION = Path(__file__).resolve().parents[2] / "book" / "notation.md"
 NAME = re.compile(r"^(?P<path>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\((?P<args>[^()]*)\))?$")
 ARGUMENT = re.compile(r'^(?P<name>[A-Za-z_]\w*)(?:="(?P<value>[^"]*)")?$')
 

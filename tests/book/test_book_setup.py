@@ -7,7 +7,7 @@ import pytest
 
 from ddpm_lite.book import INSTALL_REQUIREMENT, REPOSITORY_URL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 
 
