@@ -139,21 +139,11 @@ class GaussianDiffusion:
         """The :class:`DiffusionConfig` that rebuilds this diffusion (:meth:`from_config`), or None (raw betas)."""
         return self._config if self._describes_schedule else None
 
-    @property
-    def model_mean_type(self) -> ModelMeanType:
-        return self._config.model_mean_type
-
-    @property
-    def model_var_type(self) -> ModelVarType:
-        return self._config.model_var_type
-
-    @property
-    def loss_type(self) -> LossType:
-        return self._config.loss_type
-
-    @property
-    def data_bins(self) -> int:
-        return self._config.data_bins
+    # The settings, read-only views of the one config (see DiffusionConfig for what each means).
+    model_mean_type = property(lambda self: self._config.model_mean_type, doc="What the network predicts.")
+    model_var_type = property(lambda self: self._config.model_var_type, doc="How sigma_t^2 is chosen.")
+    loss_type = property(lambda self: self._config.loss_type, doc="Which loss training_losses returns.")
+    data_bins = property(lambda self: self._config.data_bins, doc="Grey levels of the data (the decoder L_0).")
 
     @property
     def num_timesteps(self) -> int:
