@@ -19,6 +19,8 @@ from ._device import default_device
 
 @dataclass
 class Distributed:
+    """This process's place among torchrun's processes (one process: world_size 1, rank 0)."""
+
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
