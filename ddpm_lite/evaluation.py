@@ -29,7 +29,7 @@ DIGITS_FD_MAX = 1437  # the floor compares as many real training digits as there
 def sample_batches(diffusion: GaussianDiffusion, model: Model, num: int, image_shape: tuple[int, ...], *,
                    batch_size: int = 256, generator: torch.Generator | None = None, device=None,
                    progress: bool = False, **sampler_options) -> Iterator[torch.Tensor]:
-    """``num`` samples (n, *image_shape) in [-1, 1], float32 on the CPU, batch by batch (one batch in memory).
+    """``num`` samples ``(n, *image_shape)`` in [-1, 1], float32 on the CPU, batch by batch (one batch in memory).
 
     sampler_options: as :func:`ddpm_lite.sample` (sampler, steps, eta, ...); the default sampler otherwise.
     progress: one bar per batch of the sampler's steps.
