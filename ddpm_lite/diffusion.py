@@ -57,6 +57,7 @@ class DiffusionConfig:
     model_var_type: ModelVarType = "fixed_small"  # sigma_t^2 = \tilde\beta_t, \beta_t or learned, in that order
     loss_type: LossType = "simple"  # "simple" (L_simple), "vlb" (the true bound), "hybrid" (L_simple + lambda L_vlb)
     data_bins: int = 256  # grey levels of the data, for the decoder L_0: 256 for 8-bit images, 17 for digits
+    min_snr_gamma: float | None = None  # L_simple weighted by min(SNR_t, gamma) / SNR_t (Hang et al. 2023); None: 1
     timesteps: tuple[int, ...] | None = None  # a respaced chain's kept indices tau_1 < ... < tau_K of 0 ... T-1
     # (:func:`~ddpm_lite.sampling.respace`); None: all T steps
 
@@ -71,6 +72,13 @@ class DiffusionConfig:
         if isinstance(self.data_bins, bool) or not isinstance(self.data_bins, int) or self.data_bins < 2:
             raise ValueError(f"data_bins must be an int >= 2 (256 for 8-bit images, 17 for the digits), "
                              f"got {self.data_bins!r}")
+        if self.min_snr_gamma is not None:
+            gamma = self.min_snr_gamma
+            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < float("inf"):
+                raise ValueError(f"min_snr_gamma must be a positive number (Hang et al. use 5) or None, got {gamma!r}")
+            if self.loss_type != "simple" or self.model_mean_type == "mu":
+                raise ValueError("min_snr_gamma weights L_simple of an eps, x_start or v model; with loss_type "
+                                 f"{self.loss_type!r} and model_mean_type {self.model_mean_type!r} set it to None")
         if self.timesteps is not None:  # a list (from a checkpoint's JSON) is stored as the tuple it stands for
             object.__setattr__(self, "timesteps", _check_kept_timesteps(self.timesteps, self.num_timesteps))
 
@@ -129,7 +137,7 @@ class GaussianDiffusion:
         self.schedule = schedule
         self._config = config
         self._describes_schedule = describes_schedule
-        self._on_device: dict = {}  # (coefficient name, device) -> that schedule tensor on that device
+        self._on_device: dict = {}  # (coefficient name, device, dtype) -> that schedule tensor there, in that dtype
         self._checked_t = None  # (weak reference to the last t found in range, its version): see _check_t
         # log sigma_t^2 of "fixed_large": log beta_t, with beta_tilde_2 at t = 1 (see p_variance)
         self._log_betas_clipped = torch.cat([schedule.posterior_variance[1:2], schedule.betas[1:]]).log()
@@ -144,6 +152,7 @@ class GaussianDiffusion:
     model_var_type = property(lambda self: self._config.model_var_type, doc="How sigma_t^2 is chosen.")
     loss_type = property(lambda self: self._config.loss_type, doc="Which loss training_losses returns.")
     data_bins = property(lambda self: self._config.data_bins, doc="Grey levels of the data (the decoder L_0).")
+    min_snr_gamma = property(lambda self: self._config.min_snr_gamma, doc="gamma of the Min-SNR weighting, or None.")
 
     @property
     def num_timesteps(self) -> int:
@@ -157,14 +166,15 @@ class GaussianDiffusion:
     def _c(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The schedule's coefficient ``name`` at t, shaped to broadcast against x.
 
-        The float64 schedule is copied once to each device that t lives on (a GPU sampler then never waits
-        for a host-to-device copy in its inner loop).
+        The float64 schedule is copied once to each device that t lives on, in x's dtype (a GPU sampler then never
+        waits for a host-to-device copy in its inner loop, and each look-up is one indexing operation).
         """
         self._check_t(t, x)
-        key = (name, t.device)
-        if key not in self._on_device:
-            self._on_device[key] = getattr(self.schedule, name).to(t.device)
-        return _extract(self._on_device[key], t, x)
+        key = (name, t.device, x.dtype)
+        table = self._on_device.get(key)
+        if table is None:  # rounding the table once is rounding each value read from it: the same numbers
+            table = self._on_device[key] = getattr(self.schedule, name).to(device=t.device, dtype=x.dtype)
+        return table[t.long()].to(x.device).reshape(-1, *([1] * (x.ndim - 1)))
 
     def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
         """check_timesteps(t, x, T), with its range test done once per t tensor.
@@ -227,8 +237,12 @@ class GaussianDiffusion:
 
         Returns (mean (B, ...), variance (B, 1, ...), log_variance_clipped (B, 1, ...)).
         """
-        mean = self._c("posterior_mean_coef1", t, x_t) * x_start + self._c("posterior_mean_coef2", t, x_t) * x_t
+        mean = self.q_posterior_mean(x_start, x_t, t)
         return mean, self._c("posterior_variance", t, x_t), self._c("posterior_log_variance_clipped", t, x_t)
+
+    def q_posterior_mean(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """mu_tilde_t(x_t, x_0) of eq. (7) alone (:meth:`q_posterior_mean_variance` without the variance): (B, ...)."""
+        return self._c("posterior_mean_coef1", t, x_t) * x_start + self._c("posterior_mean_coef2", t, x_t) * x_t
 
     # ------------------------------------------------------------------ conversions between eps, x_0, v and mu
     def predict_x_start_from_eps(self, x_t, t, eps):
@@ -280,6 +294,22 @@ class GaussianDiffusion:
         log_variance = s.posterior_log_variance_clipped if self.model_var_type == "fixed_small" else self._log_betas_clipped
         index = t.detach().cpu().long()
         return (s.betas**2 / (2 * log_variance.exp() * s.alphas * (1 - s.alphas_cumprod)))[index]
+
+    def min_snr_loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """The Min-SNR-gamma weight of L_simple (Hang et al. 2023, eq. (9) and Sec. 3.4), per sample: (B,) -> (B,).
+
+        Weighting the x_0 error by min(SNR_t, gamma), SNR_t = alpha_bar_t / (1 - alpha_bar_t), is, in the target
+        the network regresses: min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) for x_0, and
+        min(SNR_t, gamma) / (SNR_t + 1) for v (||v - v_theta||^2 = (SNR_t + 1) ||x_0 - x0_theta||^2). It caps the
+        weight of the nearly noise-free steps, whose gradients Hang et al. find conflict with the noisy ones.
+        1 everywhere when ``min_snr_gamma`` is None. t: (B,) int64 -> float64 (B,).
+        """
+        self._check_t(t, t)
+        snr = self.schedule.snr.to(t.device)[t]
+        if self.min_snr_gamma is None:
+            return torch.ones_like(snr)
+        capped = snr.clamp(max=self.min_snr_gamma)
+        return {"eps": capped / snr, "x_start": capped, "v": capped / (snr + 1)}[self.model_mean_type]
 
     # ------------------------------------------------------------------ reverse process p_theta
     def split_model_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
@@ -337,7 +367,7 @@ class GaussianDiffusion:
         if self.model_mean_type == "mu" and not clip_denoised:
             mean = mean_output
         else:
-            mean, _, _ = self.q_posterior_mean_variance(pred_x_start, x_t, t)
+            mean = self.q_posterior_mean(pred_x_start, x_t, t)
         pred_eps = self.predict_eps_from_x_start(x_t, t, pred_x_start)
         return {
             "mean": mean,
@@ -422,7 +452,7 @@ class GaussianDiffusion:
             return x_start
         if self.model_mean_type == "v":
             return self.get_v(x_start, t, noise)
-        return self.q_posterior_mean_variance(x_start, x_t, t)[0]
+        return self.q_posterior_mean(x_start, x_t, t)
 
     def training_losses(
         self,
@@ -436,7 +466,8 @@ class GaussianDiffusion:
         """Per-sample training losses for one batch (Algorithm 1).
 
         loss_type "simple": L_simple = ||target - model output||^2 averaged over dimensions (Ho et al. eq. (14)),
-        where target is eps (the paper's choice), x_0, v or mu_tilde. "vlb": T * L_{t-1}, an unbiased estimate of
+        where target is eps (the paper's choice), x_0, v or mu_tilde; with ``min_snr_gamma``, "loss" is "mse" times
+        :meth:`min_snr_loss_weight`. "vlb": T * L_{t-1}, an unbiased estimate of
         sum_t L_{t-1} (the true bound less the constant L_T), in bits/dim. "hybrid": L_simple + T/1000 * L_{t-1}
         with the mean frozen in L_{t-1}, so the bound trains only the variance (Nichol & Dhariwal 2021, Sec. 3.1).
 
@@ -465,6 +496,8 @@ class GaussianDiffusion:
         mean_output, var_output = self.split_model_output(model_output, x_t)
         terms["mse"] = mean_flat((self.training_target(x_start, x_t, t, noise) - mean_output) ** 2)
         terms["loss"] = terms["mse"]
+        if self.min_snr_gamma is not None:
+            terms["loss"] = terms["mse"] * self.min_snr_loss_weight(t).to(terms["mse"].dtype)
         if self.loss_type == "hybrid":
             # The bound sees a frozen copy of the mean output: only the variance learns from it.
             frozen = torch.cat([mean_output.detach(), var_output], dim=1) if self.learns_sigma else mean_output.detach()

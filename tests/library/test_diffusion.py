@@ -234,3 +234,38 @@ def test_config_timesteps_from_json_are_stored_as_a_tuple():
     """A checkpoint's JSON gives a list; the config keeps the tuple (it stays hashable and compares equal)."""
     assert DiffusionConfig(timesteps=[0, 499, 999]) == DiffusionConfig(timesteps=(0, 499, 999))
     assert DiffusionConfig(timesteps=torch.tensor([0, 999])).timesteps == (0, 999)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x_start", "v"])
+@pytest.mark.parametrize("gamma", [None, 0.5, 5.0])
+def test_min_snr_weight_is_min_snr_times_the_x0_error_in_every_parametrisation(float64, mean_type, gamma):
+    """Hang et al. 2023: the loss is min(SNR_t, gamma) ||x_0 - x0_theta||^2 whatever the network predicts (eps, x_0
+    or v), and L_simple itself when gamma is None. Exact in float64 for an arbitrary model output."""
+    config = DiffusionConfig(schedule="cosine", num_timesteps=100, model_mean_type=mean_type, min_snr_gamma=gamma)
+    d = GaussianDiffusion.from_config(config)
+    x_start, noise, t = _batch()
+    output = torch.randn(x_start.shape, generator=torch.Generator().manual_seed(1))
+    terms = d.training_losses(lambda x, t: output, x_start, t=t, noise=noise)
+    x_t = d.q_sample(x_start, t, noise)
+    x0_hat = {"eps": d.predict_x_start_from_eps, "v": d.predict_x_start_from_v}.get(
+        mean_type, lambda x_t, t, out: out)(x_t, t, output)
+    snr = d.schedule.snr[t]
+    x0_error = ((x_start - x0_hat) ** 2).mean(dim=(1, 2, 3))
+    if gamma is None:
+        assert torch.equal(terms["loss"], terms["mse"])
+        weight_in_x0 = {"eps": snr, "x_start": torch.ones_like(snr), "v": snr + 1}[mean_type]
+    else:
+        weight_in_x0 = snr.clamp(max=gamma)
+    assert_close(terms["loss"], weight_in_x0 * x0_error, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), True, "5"])
+def test_min_snr_gamma_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match="min_snr_gamma must be a positive number"):
+        DiffusionConfig(min_snr_gamma=bad)
+
+
+@pytest.mark.parametrize("changes", [{"loss_type": "vlb"}, {"model_mean_type": "mu"}])
+def test_min_snr_gamma_weights_l_simple_only(changes):
+    with pytest.raises(ValueError, match="min_snr_gamma weights L_simple"):
+        DiffusionConfig(min_snr_gamma=5.0, **changes)
