@@ -16,6 +16,7 @@ the subpackage ``ddpm_lite.book``, imported on first use of ``ddpm_lite.book`` (
 import importlib
 
 from ._device import default_device
+from ._threads import num_threads, set_threads
 from .checkpoints import load_checkpoint
 from .data import GaussianMixture, as_images, load_dataset, load_dataset_with_labels, make_toy_2d
 from .evaluation import bits_per_dim
@@ -78,8 +79,10 @@ __all__ = [  # in the order of the API reference
     "default_configs",
     # checkpoints
     "load_checkpoint",
-    # the device
+    # the device and its threads
     "default_device",
+    "set_threads",
+    "num_threads",
     # oracles
     "GaussianMixtureOracle",
     "quantize",

@@ -104,7 +104,7 @@ def _add_train_config_flags(parser) -> None:
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            options["type"] = _typed(kind)
+            options["type"] = _thread_count if field.name == "threads" else _typed(kind)
             options["choices"] = choices.get(field.name)
             options["metavar"] = {"data": "PATH", "time_budget": "SECONDS"}.get(field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
@@ -126,6 +126,25 @@ def _typed(kind):
         return value
 
     return parse
+
+
+def _thread_count(text: str):
+    """--threads: "auto" or a whole number >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {text!r}")
+    return value
+
+
+def _add_threads_flag(parser) -> None:
+    parser.add_argument("--threads", type=_thread_count, default="auto", help="CPU threads for torch: auto (the cores "
+                        "other programs leave free) or a number; 1 when another program keeps a core busy "
+                        "(default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     arg("--out", required=True, metavar="FILE", help="FILE.npy (float32 (N, C, H, W) in [-1, 1]) or FILE.png")
     arg("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_flag(sample)
     _add_reconstruct_parser(commands)
     _add_eval_parser(commands)
     return parser
@@ -367,6 +387,7 @@ def _add_reconstruct_parser(commands) -> None:
     arg("--steps", type=_positive_int, help="reverse steps, evenly spaced (default: every step)")
     arg("--seed", type=_seed, default=0, help="random seed (default 0)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _add_threads_flag(rec)
 
 
 def _read_images(path: str, what: str, channels: int, size: int, check: bool = True):
@@ -465,6 +486,7 @@ def _add_eval_parser(commands) -> None:
     arg("--batch-size", type=_positive_int, default=500, help="images per forward pass (default 500)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     arg("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_flag(ev)
 
 
 def run_eval(args) -> None:
@@ -521,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: `ddpm-lite train|sample|reconstruct|eval ...` (see --help)")
+        if args.command != "train":  # train sets them from its TrainConfig (--threads there is a config field)
+            from ._threads import set_threads
+
+            set_threads(args.threads)
         COMMANDS[args.command](args)
     except (UsageError, DatasetNotFoundError, FileExistsError, FileNotFoundError, ValueError, ImportError) as exc:
         return _error(exc, 2)

@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -42,6 +42,7 @@ from . import checkpoints as ckpt
 from . import distributed
 from ._device import check_device_name
 from ._progress import progress_bar
+from ._threads import check_threads, num_threads
 from ._random import MAX_SEED, randint
 from .data import DATASETS, SPLITS, as_images, load_dataset
 from .diffusion import DiffusionConfig, GaussianDiffusion
@@ -96,6 +97,8 @@ class TrainConfig:
     checkpoint_every: int = _option(1000, "rewrite DIR/checkpoint.pt every this many steps (and at the last step)",
                                     resumable=True)
     device: str = _option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", resumable=True)
+    threads: Union[int, str] = _option("auto", "CPU threads for torch: auto (the cores other programs leave free; "
+                                       "ddpm_lite._threads) or a number", resumable=True)
 
     def __post_init__(self):
         if self.dataset is not None and self.dataset not in DATASETS:
@@ -123,6 +126,7 @@ class TrainConfig:
             raise ValueError(f"lr, weight_decay and grad_clip must be finite, got {self.lr!r}, {self.weight_decay!r}, "
                              f"{self.grad_clip!r}")
         check_device_name(self.device)
+        check_threads(self.threads)
 
 
 RESUMABLE_CHANGES = tuple(f.name for f in fields(TrainConfig) if f.metadata["resumable"])  # the others must match
@@ -333,6 +337,7 @@ def train(
     without it an existing checkpoint is never overwritten (FileExistsError).
     progress: show a tqdm bar with the running loss.
 
+    Trains with ``train_config.threads`` CPU threads (default "auto": the free cores), then restores torch's setting.
     Sets torch's global RNG from ``train_config.seed`` (the trainer owns the randomness of its process).
     """
     if train_config is None:
@@ -356,7 +361,8 @@ def train(
             run.restore(checkpoint)
         else:
             run.start_log()
-        return run.loop(progress)
+        with num_threads(config.threads):  # restored afterwards
+            return run.loop(progress)
     finally:
         distributed.teardown(dist)
 
