@@ -20,6 +20,7 @@ from typing import Iterator
 import torch
 
 from ._progress import progress_bar
+from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .sampling import sample
 
@@ -66,16 +67,19 @@ def uniform_bits_per_dim(data_bins: int) -> float:
 
 
 def bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tensor, *, batch_size: int = 500,
-                 generator: torch.Generator | None = None, device=None, progress: bool = False) -> dict:
+                 generator: torch.Generator | None = None, device=None, progress: bool = False,
+                 threads: Threads = None) -> dict:
     """The variational bound in bits/dim on ``images`` (N, C, H, W) in [-1, 1] (use held-out images).
 
-    Returns {"bpd": the mean, "se": its standard error (NaN for one image), "num": N, "uniform": the reference
+    threads: CPU threads for this call, as :func:`~ddpm_lite.set_threads` takes them, restored afterwards; None
+    (default) leaves torch's setting alone. Returns {"bpd": the mean, "se": its standard error (NaN for one image), "num": N, "uniform": the reference
     :func:`uniform_bits_per_dim` of the diffusion's data_bins}. All T terms for every image: slow for T = 1000.
     """
     totals = []
-    for batch in progress_bar(list(images.split(batch_size)), desc="bits/dim", enabled=progress):
-        terms = diffusion.calc_bpd_loop(model, batch.to(device), clip_denoised=True, generator=generator)
-        totals.append(terms["total_bpd"].cpu())
+    with num_threads(threads):
+        for batch in progress_bar(list(images.split(batch_size)), desc="bits/dim", enabled=progress):
+            terms = diffusion.calc_bpd_loop(model, batch.to(device), clip_denoised=True, generator=generator)
+            totals.append(terms["total_bpd"].cpu())
     totals = torch.cat(totals).double()
     se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
     return {"bpd": totals.mean().item(), "se": se, "num": len(totals),

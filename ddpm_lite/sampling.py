@@ -26,6 +26,7 @@ import torch
 
 from ._progress import progress_bar
 from ._random import randn, randn_like
+from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
 
@@ -415,13 +416,16 @@ def sample_loop_progressive(
 
 def sample(
     diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *, sampler: SamplerName = DEFAULT_SAMPLER,
-    steps: int | None = None, **kwargs,
+    steps: int | None = None, threads: Threads = None, **kwargs,
 ) -> torch.Tensor:
     """Draw samples x_0: (B, ...) with ``sampler`` (default :data:`DEFAULT_SAMPLER`) in ``steps`` evaluations
     (default :func:`default_steps`); ``sampler="ddpm"`` is Algorithm 2, with all T steps unless ``steps`` is given.
+    threads: CPU threads for this call, as :func:`~ddpm_lite.set_threads` takes them ("auto": the free cores),
+    restored afterwards; None (default) leaves torch's setting alone.
     Other keyword arguments as :func:`sample_loop_progressive`."""
-    for out in sample_loop_progressive(diffusion, model, shape, sampler=sampler, steps=steps, **kwargs):
-        pass
+    with num_threads(threads):
+        for out in sample_loop_progressive(diffusion, model, shape, sampler=sampler, steps=steps, **kwargs):
+            pass
     return out["sample"]
 
 

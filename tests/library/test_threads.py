@@ -108,3 +108,34 @@ def test_the_commands_refuse_a_bad_thread_count(command, capsys):
 def test_train_refuses_a_bad_thread_count(tmp_path, capsys):
     assert main(["train", "--steps", "1", "--out", str(tmp_path / "run"), "--threads", "-2"]) == 2
     assert "expected auto or a whole number >= 1" in capsys.readouterr().err
+
+
+def test_sample_and_bits_per_dim_run_with_the_threads_asked_for_and_restore_the_setting(monkeypatch):
+    """threads= on dl.sample and dl.bits_per_dim: set for the call (seen by the model), then put back."""
+    diffusion = dl.GaussianDiffusion.from_config(dl.DiffusionConfig(num_timesteps=10))
+    seen = []
+
+    def model(x, t):
+        seen.append(torch.get_num_threads())
+        return torch.zeros_like(x)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that threads=1 is a change to see, on any machine
+    before = torch.get_num_threads()
+    images = torch.zeros(2, 1, 2, 2)
+    try:
+        _run_with_threads(diffusion, model, images, seen, before)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_with_threads(diffusion, model, images, seen, before):
+    dl.sample(diffusion, model, (2, 1, 2, 2), sampler="ddpm", steps=3, threads=1)
+    dl.bits_per_dim(diffusion, model, images, threads=1)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    seen.clear()
+    dl.sample(diffusion, model, (2, 1, 2, 2), sampler="ddpm", steps=3)  # None: torch's setting untouched
+    assert set(seen) == {before}
+    with pytest.raises(ValueError, match="threads must be"):
+        dl.sample(diffusion, model, (2, 1, 2, 2), threads=0)
