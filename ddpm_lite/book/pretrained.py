@@ -57,11 +57,21 @@ def _device_type(device: str | torch.device | None) -> str:
     return default_device("auto" if device is None else str(device)).type
 
 
+# Config fields added after PRETRAINED_VERSION 5 whose default trains the same model as before they existed: they
+# enter the cache key only when set otherwise, so adding them does not retrain every reader's cached model.
+_ADDED_SINCE_VERSION_5 = {"min_snr_gamma": None, "threads": "auto"}
+
+
+def _key_fields(config) -> dict:
+    return {name: value for name, value in asdict(config).items()
+            if not (name in _ADDED_SINCE_VERSION_5 and value == _ADDED_SINCE_VERSION_5[name])}
+
+
 def pretrained_digits_path(cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Path:
     """Where the cached checkpoint lives: ``CACHE/pretrained/digits-<hash of the configs>.pt``."""
     model_config, diffusion_config, train_config = pretrained_digits_configs(device)
-    key = json.dumps({"version": PRETRAINED_VERSION, "model": asdict(model_config),
-                      "diffusion": asdict(diffusion_config), "train": asdict(train_config)}, sort_keys=True)
+    key = json.dumps({"version": PRETRAINED_VERSION, "model": _key_fields(model_config),
+                      "diffusion": _key_fields(diffusion_config), "train": _key_fields(train_config)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / "pretrained" / f"digits-{digest}.pt"
