@@ -342,13 +342,16 @@ class GaussianDiffusion:
         log_variance = frac * max_log + (1 - frac) * min_log
         return log_variance.exp(), log_variance
 
-    def p_mean_variance(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False):
+    def p_mean_variance(
+        self, model: Model, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False, *, with_eps: bool = True,
+    ):
         """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), Sigma_theta(x_t, t)), Ho et al. eq. (1).
 
         The model's output is read according to ``model_mean_type``; the predicted x_0 is clipped to [-1, 1]
         when ``clip_denoised`` (then mu is the posterior mean of the clipped x_0).
         x_t: (B, ...); t: (B,). Returns a dict of (B, ...) tensors: mean, variance, log_variance,
-        pred_x_start, pred_eps, model_output.
+        pred_x_start, pred_eps, model_output. with_eps=False leaves pred_eps out (three tensor operations fewer,
+        for a caller that needs only the mean and variance, as Algorithm 2 does).
         """
         self._check_t(t, x_t)  # before the model sees t
         model_output = model(x_t, t).to(x_t.dtype)
@@ -368,15 +371,11 @@ class GaussianDiffusion:
             mean = mean_output
         else:
             mean = self.q_posterior_mean(pred_x_start, x_t, t)
-        pred_eps = self.predict_eps_from_x_start(x_t, t, pred_x_start)
-        return {
-            "mean": mean,
-            "variance": variance,
-            "log_variance": log_variance,
-            "pred_x_start": pred_x_start,
-            "pred_eps": pred_eps,
-            "model_output": model_output,
-        }
+        out = {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_x_start": pred_x_start,
+               "model_output": model_output}
+        if with_eps:
+            out["pred_eps"] = self.predict_eps_from_x_start(x_t, t, pred_x_start)
+        return out
 
     # ------------------------------------------------------------------ the variational bound, term by term
     def prior_bpd(self, x_start: torch.Tensor) -> torch.Tensor:

@@ -165,7 +165,7 @@ def p_sample(
     Without clipping, mu_theta is exactly eq. (11), (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_t).
     x_t: (B, ...); t: (B,). Returns {"sample": x_{t-1}, "pred_x_start": x_0 estimate}, each (B, ...).
     """
-    out = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
+    out = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, with_eps=False)
     z = randn_like(x_t, generator)
     nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))  # z = 0 at the last step
     sample = out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * z

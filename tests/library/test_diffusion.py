@@ -102,6 +102,20 @@ def test_every_parameterisation_gives_the_same_reverse_mean(float64, mean_type):
     assert_close(loss["loss"], torch.zeros(6), rtol=0, atol=1e-20)
 
 
+@pytest.mark.parametrize("mean_type", ["eps", "x_start", "v", "mu"])
+def test_with_eps_false_leaves_out_only_pred_eps(mean_type):
+    """Algorithm 2's path (with_eps=False) computes the same mean, variance and x_0, bit for bit, without pred_eps."""
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 100), model_mean_type=mean_type)
+    x_start, noise, t = _batch(seed=4)
+    x_t = d.q_sample(x_start.float(), t, noise.float())
+    model = lambda x, tt: torch.sin(3 * x) + tt[:, None, None, None] / 100  # noqa: E731 (a fixed, non-trivial output)
+    full = d.p_mean_variance(model, x_t, t, clip_denoised=True)
+    lean = d.p_mean_variance(model, x_t, t, clip_denoised=True, with_eps=False)
+    assert set(full) - set(lean) == {"pred_eps"}
+    for key, value in lean.items():
+        assert torch.equal(value, full[key]), key
+
+
 def test_variance_choices(float64):
     sched = NoiseSchedule.from_name("linear", 100)
     x_t = torch.zeros(4, 2)
