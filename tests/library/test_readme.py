@@ -558,3 +558,28 @@ def test_the_message_check_refuses_an_invented_message():
     for stale in ("images must be finite and scaled to [-1, 1]", "unknown keys", "tensors ...; refused unread",
                   "do not fit the foo"):
         assert not all(_printable(f.strip()) for f in stale.split("...")), stale
+
+
+def benchmark_tables_quoted(readme: str) -> dict[str, list[str]]:
+    """{results file: its table rows missing from ``readme``} for every benchmarks/results/NAME.md whose NAME.json or
+    NAME.md the README names: a benchmark's numbers are copied from the file its script wrote, never typed."""
+    missing = {}
+    for table in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        if not re.search(rf"results/{re.escape(table.stem)}\.(json|md)\b", readme):
+            continue
+        rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
+        missing[table.name] = [row for row in rows if row not in readme.splitlines()]
+    return missing
+
+
+def test_the_benchmark_tables_are_the_results_files():
+    missing = benchmark_tables_quoted((ROOT / "README.md").read_text())
+    assert {"threads.md", "sampling_loop_cpu.md"} <= set(missing), "the README no longer names these results files"
+    assert not any(missing.values()), f"README tables differ from benchmarks/results (rerun or recopy): {missing}"
+
+
+def test_the_table_check_finds_a_typed_number():
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in (ROOT / "benchmarks/results/sampling_loop_cpu.md").read_text().splitlines()
+               if line.startswith("| 1 |"))
+    assert benchmark_tables_quoted(readme.replace(row, row.replace("| 1 |", "| 1 | 0 |", 1)))["sampling_loop_cpu.md"]
