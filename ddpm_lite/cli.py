@@ -256,7 +256,7 @@ def run_sample(args) -> None:
     image_shape = _image_shape(configs)
     _check_free_space(out, args.num * math.prod(image_shape) * 4)
     batches = sample_batches(diffusion, model, args.num, image_shape, batch_size=args.batch_size,
-                             sampler=args.sampler, steps=steps, eta=args.eta or 0.0,
+                             sampler=args.sampler, steps=steps, **({"eta": args.eta} if args.eta is not None else {}),
                              generator=torch.Generator(device).manual_seed(args.seed), device=device,
                              progress=not args.no_progress)
     if png:

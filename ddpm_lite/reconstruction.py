@@ -120,7 +120,14 @@ def _reverse_from(
     timesteps = _timesteps_until(start, steps)
     spaced = respace(diffusion, timesteps)  # its top index len - 1 is `start`
     return sample(spaced, SpacedModel(model, torch.as_tensor(timesteps)), tuple(x_t.shape), noise=x_t,
-                  sampler=sampler, steps=len(timesteps), eta=eta, clip_denoised=clip_denoised, generator=generator)
+                  sampler=sampler, steps=len(timesteps), clip_denoised=clip_denoised, generator=generator,
+                  **_eta_option(sampler, eta))
+
+
+def _eta_option(sampler: Sampler, eta: float) -> dict:
+    """DDIM's eta as a sampler option ({} for "ddpm" at the default 0; any other eta with "ddpm" is refused by
+    :func:`~ddpm_lite.sample`, which names the fix)."""
+    return {} if sampler != "ddim" and eta == 0 else {"eta": eta}
 
 
 def sdedit(
@@ -388,8 +395,8 @@ def ddnm(
     timesteps = _timesteps_until(T - 1, steps)
     spaced = respace(diffusion, timesteps)
     projected = _ProjectedModel(spaced, SpacedModel(model, torch.as_tensor(timesteps)), operator, y, clip_denoised)
-    x_0 = sample(spaced, projected, tuple(shape), noise=noise, sampler=sampler, steps=len(timesteps), eta=eta,
-                 clip_denoised=clip_denoised, generator=generator, device=y.device)
+    x_0 = sample(spaced, projected, tuple(shape), noise=noise, sampler=sampler, steps=len(timesteps),
+                 clip_denoised=clip_denoised, generator=generator, device=y.device, **_eta_option(sampler, eta))
     return _consistent_in_range(operator, x_0, y)
 
 

@@ -18,6 +18,7 @@ diffusers' ``thresholding`` with ``sample_max_value=1``, not its dynamic (percen
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import replace
 from typing import Callable, Iterator, Literal, get_args
@@ -30,8 +31,7 @@ from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]
-SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]  # the keys of SAMPLERS
 # The default sampler (of sample() and `ddpm-lite sample` alike): the one that reached FD <= 1.25x the full 1000-step
 # chain's with the fewest evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0;
 # held-out digits, benchmarks/results/samplers.md, n = 1000, 2 seeds), given default_steps evaluations.
@@ -77,7 +77,7 @@ def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
 
 Spacing = Literal["linspace", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
-DEFAULT_SPACING: dict[str, Spacing] = {sampler: "linspace" for sampler in SAMPLERS}  # see sampler_timesteps
+DEFAULT_SPACING: dict[str, Spacing] = {sampler: "linspace" for sampler in get_args(SamplerName)}  # see sampler_timesteps
 
 
 def sampler_timesteps(
@@ -113,7 +113,7 @@ def sampler_timesteps(
 
 def _check_sampler(sampler: str) -> None:
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
+        raise ValueError(f"unknown sampler {sampler!r}; use one of {tuple(SAMPLERS)}")
 
 
 def _check_steps(num_timesteps: int, steps: int) -> None:
@@ -269,23 +269,21 @@ def _predict_x_start(
     return diffusion.p_mean_variance(model, x_t, index, clip_denoised=clip_denoised)["pred_x_start"]
 
 
-def _dpm_solver_pp_stepper(diffusion, model, timesteps, *, stochastic: bool, clip_denoised: bool, generator):
-    """Multistep DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), ODE or SDE: step(k, x) from timesteps[k] to
-    timesteps[k-1] (the data after k = 0). First order at the first step (no history) and at the step to the data,
-    as diffusers (``lower_order_final``, ``final_sigmas_type="zero"``)."""
-    history = {"x0": None, "h": math.nan}
-
-    def step(k: int, x: torch.Tensor):
+def _dpm_solver_pp(diffusion, model, x, timesteps, *, stochastic: bool, clip_denoised: bool, generator):
+    """Multistep DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), ODE or SDE, from timesteps[-1] down to the data.
+    First order at the first step (no previous x_0) and at the step to the data, as diffusers
+    (``lower_order_final``, ``final_sigmas_type="zero"``)."""
+    x0_prev, h_prev = None, math.nan
+    for k in reversed(range(len(timesteps))):
         s, t = _vp_levels(diffusion, timesteps[k]), _vp_levels(diffusion, timesteps[k - 1] if k > 0 else -1)
         h = t["lambda"] - s["lambda"]
         x0 = _predict_x_start(diffusion, model, x, timesteps[k], clip_denoised)
-        data_estimate = dpm_solver_pp_data_estimate(x0, history["x0"], h, history["h"])
+        data_estimate = dpm_solver_pp_data_estimate(x0, x0_prev, h, h_prev)
         z = randn_like(x, generator) if stochastic else None
         coefficients = {"alpha_t": t["alpha"], "sigma_t": t["sigma"], "sigma_s": s["sigma"], "h": h}
-        history.update(x0=x0, h=h)
-        return dpm_solver_pp_update(x, data_estimate, coefficients, z), x0
-
-    return step
+        x = dpm_solver_pp_update(x, data_estimate, coefficients, z)
+        x0_prev, h_prev = x0, h
+        yield {"t": timesteps[k], "sample": x, "pred_x_start": x0}
 
 
 # ---------------------------------------------------------------------------------------- Karras et al. churn
@@ -316,9 +314,10 @@ def heun_update(x_hat: torch.Tensor, d_hat: torch.Tensor, sigma_hat: float, sigm
     return x_hat + (sigma_next - sigma_hat) * 0.5 * (d_hat + d_next)
 
 
-def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised: bool, generator):
-    """Karras et al. 2022, Algorithm 2 (stochastic Heun) on the VP model: step(k, x_t) from timesteps[k] to
-    timesteps[k-1] (the data after k = 0), with x_t in the VP variables (x^KE = x_t / alpha_t) between steps.
+def sample_churn(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None, s_churn: float = CHURN):
+    """Karras et al. 2022, Algorithm 2 (stochastic Heun) on the VP model, from timesteps[-1] down to the data,
+    with x_t in the VP variables (x^KE = x_t / alpha_t) inside each step; s_churn: their S_churn (>= 0; 0 is
+    deterministic Heun).
 
     The raised level sigma_hat is rounded to the nearest time index (the network knows only those), and the
     added noise is sqrt(sigma_hat^2 - sigma^2) z for that rounded level, so x_hat has exactly its noise level.
@@ -329,6 +328,8 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
     the trained network); churn adds that noise back at a controlled rate while Heun keeps second-order accuracy
     per step.
     """
+    if s_churn < 0:
+        raise ValueError(f"s_churn must be >= 0 (0: deterministic Heun), got {s_churn}")
     sigmas = diffusion.schedule.noise_level  # sigma^KE_t = sqrt((1 - alpha_bar_t) / alpha_bar_t): (T,) float64
 
     def denoiser(t: int):
@@ -336,7 +337,7 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
         alpha = _vp_levels(diffusion, t)["alpha"]
         return lambda x_ke: _predict_x_start(diffusion, model, alpha * x_ke, t, clip_denoised)
 
-    def step(k: int, x: torch.Tensor):
+    for k in reversed(range(len(timesteps))):
         t_s, t_next = timesteps[k], (timesteps[k - 1] if k > 0 else -1)
         sigma = sigmas[t_s].item()
         target = churn_noise_level(sigma, len(timesteps), s_churn)
@@ -348,57 +349,102 @@ def _churn_stepper(diffusion, model, timesteps, *, s_churn: float, clip_denoised
         first = k == len(timesteps) - 1  # Euler from x_T: see the docstring
         x_next = heun_update(x_hat, (x_hat - x0) / sigma_hat, sigma_hat, sigma_next,
                              None if first or t_next < 0 else denoiser(t_next))
-        return x_next * _vp_levels(diffusion, t_next)["alpha"], x0
+        x = x_next * _vp_levels(diffusion, t_next)["alpha"]
+        yield {"t": t_s, "sample": x, "pred_x_start": x0}
 
-    return step
+
+# ---------------------------------------------------------------------------------------- the respaced chain
+def _ancestral(diffusion, model, x, timesteps, update, *, clip_denoised: bool, generator, **options):
+    """Run ``update`` (p_sample or ddim_sample) on the diffusion respaced to ``timesteps``, down to the data."""
+    if len(timesteps) < diffusion.num_timesteps:
+        diffusion, model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
+    for k in reversed(range(len(timesteps))):
+        t = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+        out = update(diffusion, model, x, t, clip_denoised=clip_denoised, generator=generator, **options)
+        x = out["sample"]
+        yield {"t": timesteps[k], "sample": x, "pred_x_start": out["pred_x_start"]}
+
+
+# ---------------------------------------------------------------------------------------- the registry
+# Every sampler is one function of this signature (k-diffusion's sampling.py has the same shape):
+#     fn(diffusion, model, x_T, timesteps, *, clip_denoised=True, generator=None, **its own options) -> Iterator[dict]
+# It walks x from the level timesteps[-1] down to the data and yields {"t": the index just denoised, "sample": x at
+# the next level (x_0 after t = timesteps[0]), "pred_x_start": that step's x_0 estimate} after every step.
+# sample_loop_progressive chooses the time steps, draws x_T, and checks the options against the signature.
+def sample_ddpm(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None):
+    """Algorithm 2 (:func:`p_sample` at every kept step), on the diffusion respaced to ``timesteps``."""
+    yield from _ancestral(diffusion, model, x, timesteps, p_sample, clip_denoised=clip_denoised, generator=generator)
+
+
+def sample_ddim(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None, eta: float = 0.0):
+    """DDIM (:func:`ddim_sample`) on the diffusion respaced to ``timesteps``; eta in [0, 1] (0: deterministic)."""
+    check_eta(eta)
+    yield from _ancestral(diffusion, model, x, timesteps, ddim_sample, clip_denoised=clip_denoised,
+                          generator=generator, eta=eta)
+
+
+def sample_dpmpp_2m(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None):
+    """DPM-Solver++(2M), the deterministic multistep solver of the probability-flow ODE (Lu et al. 2022)."""
+    yield from _dpm_solver_pp(diffusion, model, x, timesteps, stochastic=False, clip_denoised=clip_denoised,
+                              generator=generator)
+
+
+def sample_dpmpp_2m_sde(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None):
+    """SDE-DPM-Solver++(2M): the same multistep x_0 estimate with fresh noise at every step (Lu et al. 2022b)."""
+    yield from _dpm_solver_pp(diffusion, model, x, timesteps, stochastic=True, clip_denoised=clip_denoised,
+                              generator=generator)
+
+
+SAMPLERS: dict[str, Callable[..., Iterator[dict]]] = {
+    "ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "churn": sample_churn,
+}
+"""Every sampler by name: the one place the CLI, the chapters, the benchmarks and :func:`sample` find them."""
+assert tuple(SAMPLERS) == get_args(SamplerName)
+_COMMON = ("clip_denoised", "generator")
+
+
+def sampler_options(sampler: SamplerName) -> dict[str, object]:
+    """The options of one sampler beyond the common ones, with their defaults: e.g. {"eta": 0.0} for "ddim"."""
+    _check_sampler(sampler)
+    parameters = inspect.signature(SAMPLERS[sampler]).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON}
+
+
+def _check_options(sampler: str, options: dict) -> None:
+    known = sampler_options(sampler)
+    for name in options:
+        if name not in known:
+            owners = [other for other in SAMPLERS if name in sampler_options(other)]
+            if not owners:
+                raise TypeError(f"unknown sampling option {name!r}; the samplers' options: "
+                                f"{ {s: list(sampler_options(s)) for s in SAMPLERS} }")
+            use = " or ".join(f"sampler={o!r}" for o in owners)
+            raise ValueError(f"{name} applies to {use} only, not {sampler!r}; drop it or use {use}")
 
 
 # ---------------------------------------------------------------------------------------- the sampling loop
-def _respaced_stepper(diffusion, model, timesteps, *, sampler: str, eta: float, clip_denoised: bool, generator):
-    """DDPM or DDIM on the diffusion respaced to ``timesteps``: step(k, x) takes respaced index k to k-1."""
-    if len(timesteps) < diffusion.num_timesteps:
-        diffusion, model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
-    update = p_sample if sampler == "ddpm" else ddim_sample
-    options = {"clip_denoised": clip_denoised, "generator": generator} | ({"eta": eta} if sampler == "ddim" else {})
-
-    def step(k: int, x: torch.Tensor):
-        out = update(diffusion, model, x, torch.full((x.shape[0],), k, dtype=torch.long, device=x.device), **options)
-        return out["sample"], out["pred_x_start"]
-
-    return step
-
-
 def sample_loop_progressive(
     diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], *,
-    sampler: SamplerName = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0, s_churn: float = CHURN,
-    spacing: Spacing | None = None,
+    sampler: SamplerName = DEFAULT_SAMPLER, steps: int | None = None, spacing: Spacing | None = None,
     clip_denoised: bool = True, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-    device=None, progress: bool = False,
+    device=None, progress: bool = False, **options,
 ) -> Iterator[dict]:
     """Run a sampler from x_T ~ N(0, I) down to x_0, yielding after every step.
 
-    shape: (B, ...) of the samples; sampler: one of :data:`SAMPLERS` (default :data:`DEFAULT_SAMPLER`; "ddpm" is
+    shape: (B, ...) of the samples; sampler: a name in :data:`SAMPLERS` (default :data:`DEFAULT_SAMPLER`; "ddpm" is
     Algorithm 2); steps: at most this many network evaluations (NFE), 1 <= steps <= T, or None for the sampler's
     :func:`default_steps` (all T for "ddpm"; :func:`sampler_timesteps` says where each sampler spends them);
-    eta: DDIM's noise, 0 to 1 (ddim only); s_churn: S_churn of the churn sampler; spacing: where the steps go
-    (:func:`sampler_timesteps`). device: where x_T and every step live, the model's device (default: that of
-    ``noise``, else torch's default). progress: a progress bar over the steps (:mod:`ddpm_lite._progress`).
+    spacing: where the steps go (:func:`sampler_timesteps`). options: the sampler's own
+    (:func:`sampler_options`): ``eta`` of "ddim" (0 to 1), ``s_churn`` of "churn". device: where x_T and every step
+    live, the model's device (default: that of ``noise``, else torch's default). progress: a progress bar over the
+    steps (:mod:`ddpm_lite._progress`).
     Yields {"t": original time index just denoised (int), "sample": x at the next level (x_0 after t = 0),
     "pred_x_start": the x_0 estimate of that step}.
     """
-    check_eta(eta)
-    if eta != 0 and sampler != "ddim":
-        raise ValueError(f"eta applies to sampler 'ddim' only, not {sampler!r}; drop it or use sampler='ddim'")
-    if s_churn < 0:
-        raise ValueError(f"s_churn must be >= 0 (0: deterministic Heun), got {s_churn}")
+    _check_sampler(sampler)
+    _check_options(sampler, options)
     timesteps = sampler_timesteps(diffusion, sampler, steps, spacing)
-    common = {"clip_denoised": clip_denoised, "generator": generator}
-    if sampler in ("ddpm", "ddim"):
-        step = _respaced_stepper(diffusion, model, timesteps, sampler=sampler, eta=eta, **common)
-    elif sampler == "churn":
-        step = _churn_stepper(diffusion, model, timesteps, s_churn=s_churn, **common)
-    else:
-        step = _dpm_solver_pp_stepper(diffusion, model, timesteps, stochastic=sampler == "dpmpp_2m_sde", **common)
     if noise is None:
         noise = randn(shape, generator, device)
     elif tuple(noise.shape) != tuple(shape):
@@ -406,12 +452,19 @@ def sample_loop_progressive(
     elif not bool(torch.isfinite(noise).all()):
         raise ValueError("noise (x_T) has NaN or inf values; pass finite noise, or none to draw x_T ~ N(0, I)")
     x = noise if device is None else noise.to(device)  # a model on a GPU: x_T (drawn anywhere) moves there
-    indices = progress_bar(reversed(range(len(timesteps))), total=len(timesteps), desc=f"{sampler} sampling",
-                           enabled=progress)
-    for i in indices:
-        with torch.no_grad():
-            x, pred_x_start = step(i, x)
-        yield {"t": timesteps[i], "sample": x, "pred_x_start": pred_x_start}
+    run = SAMPLERS[sampler](diffusion, model, x, timesteps, clip_denoised=clip_denoised, generator=generator,
+                            **options)
+    bar = progress_bar(total=len(timesteps), desc=f"{sampler} sampling", enabled=progress)
+    try:
+        while True:
+            with torch.no_grad():  # each step runs inside next()
+                out = next(run, None)
+            if out is None:
+                return
+            bar.update()
+            yield out
+    finally:
+        bar.close()
 
 
 def sample(

@@ -141,15 +141,19 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> No
 def default_configs(dataset: str | tuple[int, ...] = "digits") -> tuple[UNetConfig, DiffusionConfig]:
     """The network and diffusion that ``ddpm-lite train`` uses for a dataset name, or for images of shape (C, H, W).
 
-    digits (8x8, 17 grey levels): UNetConfig's defaults, which were chosen for it, a decoder L_0 over 17 bins, and
-    the cosine schedule (Nichol & Dhariwal 2021), which after 400 to 800 steps gave better samples than the linear
-    one (a lower Frechet distance in ddpm_lite.metrics), as they found for low-resolution images.
+    digits (8x8, 17 grey levels): UNetConfig's defaults, which were chosen for it, a decoder L_0 over 17 bins, the
+    cosine schedule (Nichol & Dhariwal 2021), which after 400 to 800 steps gave better samples than the linear
+    one (a lower Frechet distance in ddpm_lite.metrics), as they found for low-resolution images, and
+    v-prediction (Salimans & Ho 2022): at an equal 180 s of training on 2 cores it gave the lowest held-out
+    Frechet distance of the candidates in benchmarks/bench_recipe.py (benchmarks/results/recipe.md), in the
+    book's classifier features and in raw pixels alike. (The book's own cached model predicts eps, as the
+    chapters teach: ddpm_lite.book.pretrained_digits_configs.)
     The 28x28 and 32x32 sets get a deeper U-Net (28 -> 14 -> 7, 32 -> 16 -> 8 -> 4), Ho et al.'s linear schedule
     and 256 bins. Images of another shape (your own folder): 2 levels up to 16 px, 3 up to 32, else 4, attention
     at the deepest level, the linear schedule and 256 bins (8-bit images).
     """
     if dataset == "digits":
-        return UNetConfig(), DiffusionConfig(schedule="cosine", data_bins=17)
+        return UNetConfig(), DiffusionConfig(schedule="cosine", data_bins=17, model_mean_type="v")
     if dataset in ("mnist", "fashion_mnist"):
         model_config = UNetConfig(image_size=28, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(7,))
         return model_config, DiffusionConfig()

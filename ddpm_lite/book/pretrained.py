@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +48,10 @@ def pretrained_digits_configs(device: str | torch.device | None = None):
     so every GPU shares one cache entry.
     """
     model_config, diffusion_config = default_configs("digits")
+    # An eps-model, whatever the package's default: the chapters teach L_simple and Algorithm 2 in terms of
+    # eps_theta and check those identities on this model (the same config, so the same cache entry, as before the
+    # digits default became v-prediction).
+    diffusion_config = replace(diffusion_config, model_mean_type="eps")
     train_config = TrainConfig(dataset="digits", steps=PRETRAINED_STEPS, batch_size=PRETRAINED_BATCH_SIZE, seed=0,
                                device=_device_type(device), log_every=25)
     return model_config, diffusion_config, train_config

@@ -188,3 +188,52 @@ def test_bad_arguments_name_the_fix(kwargs, fix):
 
 def test_every_sampler_is_offered():
     assert set(NEW) <= set(SAMPLERS)
+
+
+# ------------------------------------------------------------------ the registry
+def test_every_sampler_is_bit_identical_to_the_reference():
+    """The samplers' outputs as they were before they became one function each (make_sampler_reference.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    spec = importlib.util.spec_from_file_location("make_sampler_reference", here / "make_sampler_reference.py")
+    reference_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference_module)
+    reference = torch.load(here / "data" / "samplers_reference.pt", weights_only=True)
+    now = reference_module.outputs()
+    assert set(now) == set(reference) and {case["sampler"] for case in reference_module.CASES.values()} == set(SAMPLERS)
+    for label in reference:
+        assert torch.equal(now[label], reference[label]), f"{label} changed"
+
+
+def test_the_registry_holds_one_function_per_sampler_with_one_signature():
+    import inspect
+
+    from ddpm_lite.sampling import SamplerName, sampler_options
+    from typing import get_args
+
+    assert tuple(SAMPLERS) == get_args(SamplerName)
+    for name, fn in SAMPLERS.items():
+        parameters = inspect.signature(fn).parameters
+        assert list(parameters)[:4] == ["diffusion", "model", "x", "timesteps"], name
+        assert {"clip_denoised", "generator"} <= set(parameters), name
+        assert inspect.isgeneratorfunction(fn), name
+    assert {name: sampler_options(name) for name in SAMPLERS} == {
+        "ddpm": {}, "ddim": {"eta": 0.0}, "dpmpp_2m": {}, "dpmpp_2m_sde": {}, "churn": {"s_churn": 40.0}}
+
+
+@pytest.mark.parametrize("kwargs,fix", [
+    ({"sampler": "ddpm", "s_churn": 10.0}, "sampler='churn'"),
+    ({"sampler": "ddpm", "eta": 0.0}, "sampler='ddim'"),
+])
+def test_an_option_of_another_sampler_names_it(kwargs, fix):
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 10))
+    with pytest.raises(ValueError, match=fix):
+        sample(d, RecordingModel(), (1, 2), **kwargs)
+
+
+def test_an_option_of_no_sampler_is_a_type_error():
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 10))
+    with pytest.raises(TypeError, match="unknown sampling option 'etta'"):
+        sample(d, RecordingModel(), (1, 2), sampler="ddim", etta=0.5)
