@@ -354,8 +354,11 @@ def sample_churn(diffusion, model, x, timesteps, *, clip_denoised=True, generato
 
 
 # ---------------------------------------------------------------------------------------- the respaced chain
-def _ancestral(diffusion, model, x, timesteps, update, *, clip_denoised: bool, generator, **options):
-    """Run ``update`` (p_sample or ddim_sample) on the diffusion respaced to ``timesteps``, down to the data."""
+def respaced_chain(diffusion, model, x, timesteps, update, *, clip_denoised: bool, generator, **options):
+    """The loop of DDPM and DDIM: ``update`` (:func:`p_sample` or :func:`ddim_sample`) at every level from
+    timesteps[-1] down to the data, on the diffusion respaced to ``timesteps`` (:func:`respace`; the chain itself
+    when every index is kept). x: (B, ...), x at the level timesteps[-1]; yields the registry's {"t", "sample",
+    "pred_x_start"} after every step."""
     if len(timesteps) < diffusion.num_timesteps:
         diffusion, model = respace(diffusion, timesteps), SpacedModel(model, torch.as_tensor(timesteps))
     for k in reversed(range(len(timesteps))):
@@ -373,13 +376,13 @@ def _ancestral(diffusion, model, x, timesteps, update, *, clip_denoised: bool, g
 # sample_loop_progressive chooses the time steps, draws x_T, and checks the options against the signature.
 def sample_ddpm(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None):
     """Algorithm 2 (:func:`p_sample` at every kept step), on the diffusion respaced to ``timesteps``."""
-    yield from _ancestral(diffusion, model, x, timesteps, p_sample, clip_denoised=clip_denoised, generator=generator)
+    yield from respaced_chain(diffusion, model, x, timesteps, p_sample, clip_denoised=clip_denoised, generator=generator)
 
 
 def sample_ddim(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None, eta: float = 0.0):
     """DDIM (:func:`ddim_sample`) on the diffusion respaced to ``timesteps``; eta in [0, 1] (0: deterministic)."""
     check_eta(eta)
-    yield from _ancestral(diffusion, model, x, timesteps, ddim_sample, clip_denoised=clip_denoised,
+    yield from respaced_chain(diffusion, model, x, timesteps, ddim_sample, clip_denoised=clip_denoised,
                           generator=generator, eta=eta)
 
 
