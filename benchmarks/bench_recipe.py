@@ -99,27 +99,14 @@ def _training_digits(n: int, seed: int):
 
 
 STEP_TIMED = r"""
-import sys, time, json, torch
+import sys
 import ddpm_lite as dl
-from ddpm_lite.training import make_ema, make_optimizer, train_step
 sys.path.insert(0, sys.argv[1])
-from bench_recipe import CANDIDATES, configs
+from bench_recipe import configs
+from step_timing import seconds_per_train_step
 model_config, diffusion_config, config = configs(sys.argv[2], seed=0, budget=1.0)
 dl.set_threads(config.threads)
-torch.manual_seed(0)
-model, diffusion = dl.UNet(model_config), dl.GaussianDiffusion.from_config(diffusion_config)
-optimizer, scheduler = make_optimizer(model, config)
-ema = make_ema(model, config.ema_decay)
-data = dl.load_dataset("digits")
-generator = torch.Generator().manual_seed(0)
-def steps(n):
-    for _ in range(n):
-        batch = data[torch.randint(len(data), (config.batch_size,), generator=generator)]
-        train_step(model, diffusion, optimizer, scheduler, ema, batch, generator=generator)
-steps(3)
-start = time.perf_counter()
-steps(int(sys.argv[3]))
-print((time.perf_counter() - start) / int(sys.argv[3]))
+print(seconds_per_train_step(model_config, diffusion_config, config, 3, int(sys.argv[3])))
 """
 
 

@@ -38,28 +38,17 @@ SETTINGS = {  # name: (environment, threads argument of the timed process)
 }
 
 TIMED = r"""
-import sys, time, torch
+import sys
 import ddpm_lite as dl
 from ddpm_lite import _threads
-from ddpm_lite.training import make_ema, make_optimizer, train_step
+sys.path.insert(0, sys.argv[4])
+from step_timing import seconds_per_train_step
 threads = sys.argv[1]
 used = _threads.set_threads(None if threads == "none" else "auto" if threads == "auto" else int(threads))
 model_config, diffusion_config = dl.default_configs("digits")
-torch.manual_seed(0)
-model, diffusion = dl.UNet(model_config), dl.GaussianDiffusion.from_config(diffusion_config)
-config = dl.TrainConfig(steps=1)
-optimizer, scheduler = make_optimizer(model, config)
-ema = make_ema(model, config.ema_decay)
-data = dl.load_dataset("digits")
-generator = torch.Generator().manual_seed(0)
-def steps(n):
-    for _ in range(n):
-        batch = data[torch.randint(len(data), (config.batch_size,), generator=generator)]
-        train_step(model, diffusion, optimizer, scheduler, ema, batch, generator=generator, validate=False)
-steps(int(sys.argv[2]))
-start = time.perf_counter()
-steps(int(sys.argv[3]))
-print(used, (time.perf_counter() - start) / int(sys.argv[3]))
+seconds = seconds_per_train_step(model_config, diffusion_config, dl.TrainConfig(steps=1), int(sys.argv[2]),
+                                 int(sys.argv[3]), validate=False)
+print(used, seconds)
 """
 
 
@@ -67,8 +56,8 @@ def timed_run(setting: str) -> tuple[int, float]:
     """(threads used, seconds per training step) of one fresh process with ``setting``."""
     environment, threads = SETTINGS[setting]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")} | environment
-    out = subprocess.run([sys.executable, "-c", TIMED, threads, str(WARMUP), str(STEPS)], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", TIMED, threads, str(WARMUP), str(STEPS), str(Path(__file__).parent)],
+                         env=env, check=True, capture_output=True, text=True).stdout.split()
     return int(out[0]), float(out[1])
 
 
