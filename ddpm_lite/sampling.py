@@ -1,5 +1,6 @@
 """Samplers: Algorithm 2 of Ho et al. 2020 (ancestral sampling), DDIM (Song et al. 2021), DPM-Solver++(2M) and its
-SDE variant (Lu et al. 2022), the stochastic Heun sampler of Karras et al. 2022 ("churn"), and respacing.
+SDE variant (Lu et al. 2022), the stochastic Heun sampler of Karras et al. 2022 ("churn"), predictor-corrector
+sampling (Song et al. 2021, "pc"), and respacing.
 
 Every sampler walks from x_T ~ N(0, I) at index T-1 (the paper's t = T) down to index 0 (the paper's t = 1), the
 last time step the network sees, and ends on the data (where Algorithm 2 adds no noise, z = 0).
@@ -30,8 +31,9 @@ from ._random import randn, randn_like
 from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
+from .score import corrector_step, score_from_eps
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn"]  # the keys of SAMPLERS
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn", "pc"]  # the keys of SAMPLERS
 # The default sampler (of sample() and `ddpm-lite sample` alike): the one that reached FD <= 1.25x the full 1000-step
 # chain's with the fewest evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0;
 # held-out digits, benchmarks/results/samplers.md, n = 1000, 2 seeds), given default_steps evaluations.
@@ -40,6 +42,8 @@ DEFAULT_STEPS = 20  # the default evaluations of every sampler but ddpm (Algorit
 CHURN = 40.0  # S_churn of the churn sampler (Karras et al. 2022, Algorithm 2; their ImageNet-64 value):
 # gamma = min(S_churn / N, sqrt(2) - 1), the largest gamma for N <= 97 levels. Digits model v3 (trained and scored
 # on all digits), 20 NFE, n = 500: FD 12.4 with S_churn = 10 or 40 (both the largest gamma there), 14.4 with 0
+PC_SNR = 0.16  # r of the predictor-corrector sampler's step size rule (Song et al. 2021: 0.16, their default)
+PC_CORRECTOR_STEPS = 1  # M, Langevin corrector steps after each predictor step but the last (theirs: 1)
 CHURN_SIGMA_RANGE = (0.05, 50.0)  # (S_tmin, S_tmax): churn only where S_tmin <= sigma^KE <= S_tmax (their values)
 
 
@@ -95,7 +99,8 @@ def sampler_timesteps(
     of the cosine schedule) crowd the top: 12 distinct indices of 20, FD 14-19 for DPM-Solver++ and 120 for
     churn there, so they are not offered.
     churn: Heun spends two evaluations per step except the first and the last (Euler), so it gets steps // 2 + 1
-    levels (steps >= 2).
+    levels (steps >= 2). pc: each level but the last spends 1 + PC_CORRECTOR_STEPS evaluations, so it gets
+    (steps + M) // (1 + M) levels.
     steps None: the sampler's default budget, :func:`default_steps` (as in :func:`sample`): every index for "ddpm",
     DEFAULT_STEPS evaluations (or T if fewer) for the others.
     """
@@ -108,6 +113,8 @@ def sampler_timesteps(
         steps = default_steps(sampler, T)
     _check_steps(T, steps)
     levels = steps // 2 + 1 if sampler == "churn" and steps > 1 else steps
+    if sampler == "pc":
+        levels = (steps + PC_CORRECTOR_STEPS) // (1 + PC_CORRECTOR_STEPS)
     return space_timesteps(T, levels) if spacing == "linspace" else logsnr_timesteps(diffusion, levels)
 
 
@@ -398,9 +405,38 @@ def sample_dpmpp_2m_sde(diffusion, model, x, timesteps, *, clip_denoised=True, g
                               generator=generator)
 
 
+def _pc_update(diffusion, model, x_t, t, *, clip_denoised: bool, generator, snr: float):
+    """The predictor (Algorithm 2's step, :func:`p_sample`) from index t, then PC_CORRECTOR_STEPS Langevin
+    corrector steps at index t - 1 (none after the step to the data)."""
+    out = p_sample(diffusion, model, x_t, t, clip_denoised=clip_denoised, generator=generator)
+    x, level = out["sample"], t - 1
+    if int(t[0]) > 0:  # the loop's t is one index for the whole batch
+        alpha = diffusion._c("alphas", level, x)
+        for _ in range(PC_CORRECTOR_STEPS):
+            score = score_from_eps(diffusion, x, level, _eps_of(diffusion, model, x, level))
+            x = corrector_step(x, score, randn_like(x, generator), snr, alpha)
+    return {"sample": x, "pred_x_start": out["pred_x_start"]}
+
+
+def _eps_of(diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """eps_theta(x_t, t) from the model's output, whatever it predicts (:meth:`GaussianDiffusion.p_mean_variance`)."""
+    return diffusion.p_mean_variance(model, x_t, t)["pred_eps"]
+
+
+def sample_pc(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None, snr: float = PC_SNR):
+    """Predictor-corrector sampling, Song et al. 2021, Algorithm 3 (VP SDE): Algorithm 2's ancestral step as the
+    predictor, then PC_CORRECTOR_STEPS Langevin steps at the new level with the eps-model read as a score
+    (:func:`ddpm_lite.score.score_from_eps`) and the signal-to-noise step size rule with r = ``snr``
+    (:func:`ddpm_lite.score.snr_step_size`). Its evaluations: 1 + PC_CORRECTOR_STEPS per level but the last."""
+    if not snr > 0:
+        raise ValueError(f"snr must be positive (r of the corrector's step size rule), got {snr!r}")
+    yield from respaced_chain(diffusion, model, x, timesteps, _pc_update, clip_denoised=clip_denoised,
+                              generator=generator, snr=snr)
+
+
 SAMPLERS: dict[str, Callable[..., Iterator[dict]]] = {
     "ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "churn": sample_churn,
+    "churn": sample_churn, "pc": sample_pc,
 }
 """Every sampler by name: the one place the CLI, the chapters, the benchmarks and :func:`sample` find them."""
 assert tuple(SAMPLERS) == get_args(SamplerName)

@@ -14,6 +14,8 @@ network.
   its score, for small eta and many steps (:func:`langevin_step`, :func:`langevin_dynamics`); annealed over
   decreasing noise levels with step sizes alpha_i = eps sigma_i^2 / sigma_L^2 (their Algorithm 1,
   :func:`annealed_langevin_dynamics`).
+* Predictor-corrector sampling (Song et al. 2021, Algorithm 3): after each predictor step, Langevin steps with the
+  step size of their signal-to-noise rule (:func:`snr_step_size`, :func:`corrector_step`).
 * Algorithm 2's step is Langevin-like: x_{t-1} = (x_t + beta_t s_theta(x_t, t)) / sqrt(alpha_t) + sigma_t z
   (:func:`ddpm_step_from_score`).
 
@@ -145,3 +147,20 @@ def annealed_langevin_dynamics(
         for _ in range(steps_per_level):
             x = langevin_step(x, score_fn(x, i), alpha, randn_like(x, generator))
         yield x
+
+
+def snr_step_size(score: torch.Tensor, z: torch.Tensor, snr: float, alpha: float | torch.Tensor = 1.0):
+    """epsilon = 2 alpha (r ||z|| / ||s||)^2, Song et al. 2021, Algorithm 3: the corrector's step size, chosen so
+    that a step's noise is r times its drift. The norms are each sample's over all of its dimensions, averaged
+    over the batch, as in the authors' code (score_sde's LangevinCorrector): with one sample's own ||z|| the step
+    would grow with the very noise it scales, which in few dimensions biases the chain.
+    score, z: (B, ...); alpha: a number or a tensor broadcastable to them -> epsilon, broadcastable to x."""
+    ratio = snr * z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp(min=1e-12)
+    return 2 * alpha * ratio**2
+
+
+def corrector_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, snr: float,
+                   alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """One Langevin corrector step of Song et al. 2021, Algorithm 3: x + epsilon s + sqrt(2 epsilon) z with
+    epsilon = :func:`snr_step_size` (that is :func:`langevin_step` with eta = 2 epsilon). (B, ...) -> (B, ...)."""
+    return langevin_step(x, score, 2 * snr_step_size(score, z, snr, alpha), z)

@@ -10,8 +10,8 @@ from torch.testing import assert_close
 from ddpm_lite import GaussianDiffusion, GaussianMixture, GaussianMixtureOracle, NoiseSchedule
 from ddpm_lite.sampling import p_sample
 from ddpm_lite.score import (
-    annealed_langevin_dynamics, annealed_step_sizes, ddpm_step_from_score, denoising_score_matching_loss,
-    kernel_score, langevin_dynamics, langevin_step, score_from_eps,
+    annealed_langevin_dynamics, annealed_step_sizes, corrector_step, ddpm_step_from_score,
+    denoising_score_matching_loss, kernel_score, langevin_dynamics, langevin_step, score_from_eps, snr_step_size,
 )
 
 MIXTURE = GaussianMixture([0.3, 0.7], [[-0.5, 0.2], [0.6, -0.1]], 0.3)
@@ -128,3 +128,19 @@ def test_plain_langevin_gets_the_weights_wrong_and_annealing_recovers_them():
     assert abs(fraction - 0.8) < 4 * se + 0.02
     right = levels[-1][levels[-1] > 0]
     assert abs(right.mean().item() - 3.0) < 0.05  # and each mode sits where it should
+
+
+def test_the_corrector_step_makes_its_noise_r_times_its_drift():
+    """Song et al. 2021, Algorithm 3: epsilon = 2 alpha (r ||z|| / ||s||)^2 with batch-mean norms, so that the
+    step's noise sqrt(2 epsilon) mean||z|| over its drift epsilon mean||s|| is 1 / (r sqrt(alpha)), exactly."""
+    g = torch.Generator().manual_seed(0)
+    score, z = (torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    r, alpha = 0.16, 0.98
+    epsilon = snr_step_size(score, z, r, alpha)
+    z_norm, s_norm = z.flatten(1).norm(dim=1).mean(), score.flatten(1).norm(dim=1).mean()
+    assert_close(epsilon, 2 * alpha * (r * z_norm / s_norm) ** 2, rtol=1e-12, atol=0)
+    assert_close((2 * epsilon).sqrt() * z_norm / (epsilon * s_norm), torch.tensor(1 / (r * math.sqrt(alpha)), dtype=torch.float64),
+                 rtol=1e-12, atol=0)
+    x = torch.randn(16, 1, 4, 4, generator=g, dtype=torch.float64)
+    assert_close(corrector_step(x, score, z, r, alpha), x + epsilon * score + (2 * epsilon).sqrt() * z,
+                 rtol=1e-12, atol=1e-15)
