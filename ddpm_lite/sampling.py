@@ -1,6 +1,6 @@
 """Samplers: Algorithm 2 of Ho et al. 2020 (ancestral sampling), DDIM (Song et al. 2021), DPM-Solver++(2M) and its
 SDE variant (Lu et al. 2022), the stochastic Heun sampler of Karras et al. 2022 ("churn"), predictor-corrector
-sampling (Song et al. 2021, "pc"), annealed Langevin dynamics (Song & Ermon 2019), and respacing.
+sampling (Song et al. 2021, "pc"), and respacing.
 
 Every sampler walks from x_T ~ N(0, I) at index T-1 (the paper's t = T) down to index 0 (the paper's t = 1), the
 last time step the network sees, and ends on the data (where Algorithm 2 adds no noise, z = 0).
@@ -31,9 +31,9 @@ from ._random import randn, randn_like
 from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .schedules import _check_kept_timesteps, respaced_betas
-from .score import annealed_step_sizes, corrector_step, langevin_step, score_from_eps
+from .score import corrector_step, score_from_eps
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn", "pc", "annealed_langevin"]  # SAMPLERS
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn", "pc"]  # the keys of SAMPLERS
 # The default sampler (of sample() and `ddpm-lite sample` alike): the one that reached FD <= 1.25x the full 1000-step
 # chain's with the fewest evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0;
 # held-out digits, benchmarks/results/samplers.md, n = 1000, 2 seeds), given default_steps evaluations.
@@ -44,9 +44,6 @@ CHURN = 40.0  # S_churn of the churn sampler (Karras et al. 2022, Algorithm 2; t
 # on all digits), 20 NFE, n = 500: FD 12.4 with S_churn = 10 or 40 (both the largest gamma there), 14.4 with 0
 PC_SNR = 0.16  # r of the predictor-corrector sampler's step size rule (Song et al. 2021: 0.16, their default)
 PC_CORRECTOR_STEPS = 1  # M, Langevin corrector steps after each predictor step but the last (theirs: 1)
-ANNEALED_STEPS_PER_LEVEL = 5  # Langevin steps at each level of annealed_langevin (Song & Ermon 2019: 100 at 10)
-ANNEALED_STEP_RATIO = 1.0  # alpha_i / sigma_i^2 of annealed_langevin, the same at every level (their eps / sigma_L^2);
-# with the exact eps* of a 1-D mixture, 500 evaluations: KS distance 0.027 at 0.5, 0.021 at 1, 0.014 at 2
 CHURN_SIGMA_RANGE = (0.05, 50.0)  # (S_tmin, S_tmax): churn only where S_tmin <= sigma^KE <= S_tmax (their values)
 
 
@@ -85,7 +82,6 @@ def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
 Spacing = Literal["linspace", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 DEFAULT_SPACING: dict[str, Spacing] = {sampler: "linspace" for sampler in get_args(SamplerName)}  # see sampler_timesteps
-DEFAULT_SPACING["annealed_langevin"] = "logsnr"  # geometric noise levels, as Song & Ermon 2019 (see its sampler)
 
 
 def sampler_timesteps(
@@ -94,9 +90,7 @@ def sampler_timesteps(
     """The time indices (ascending, from 0) where ``sampler`` evaluates the network with a budget of ``steps`` NFE.
 
     spacing: "linspace" (:func:`space_timesteps`, even in t) or "logsnr" (:func:`logsnr_timesteps`, even in
-    lambda); None: DEFAULT_SPACING, "linspace" for every sampler but annealed_langevin, whose levels are geometric in
-    sigma as Song & Ermon's ("logsnr": with the exact eps* of a 1-D mixture at 500 evaluations, KS distance 0.021
-    against 0.040 for "linspace"). The two disagree for DPM-Solver++: with the exact
+    lambda); None: DEFAULT_SPACING, "linspace" for every sampler. The two disagree for DPM-Solver++: with the exact
     eps* of a sharp 1-D mixture (tests/library/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.01 vs
     0.21: even t leaves one long lambda step into index 0, over which the second-order extrapolation overshoots),
     but on the book's digits model "linspace" wins (20 NFE, n = 500: FD 12.4 vs 13.6 for dpmpp_2m, 7.8 vs 12.4
@@ -106,8 +100,7 @@ def sampler_timesteps(
     churn there, so they are not offered.
     churn: Heun spends two evaluations per step except the first and the last (Euler), so it gets steps // 2 + 1
     levels (steps >= 2). pc: each level but the last spends 1 + PC_CORRECTOR_STEPS evaluations, so it gets
-    (steps + M) // (1 + M) levels. annealed_langevin: ANNEALED_STEPS_PER_LEVEL evaluations at each level, so
-    steps // ANNEALED_STEPS_PER_LEVEL levels (steps >= ANNEALED_STEPS_PER_LEVEL).
+    (steps + M) // (1 + M) levels.
     steps None: the sampler's default budget, :func:`default_steps` (as in :func:`sample`): every index for "ddpm",
     DEFAULT_STEPS evaluations (or T if fewer) for the others.
     """
@@ -122,11 +115,6 @@ def sampler_timesteps(
     levels = steps // 2 + 1 if sampler == "churn" and steps > 1 else steps
     if sampler == "pc":
         levels = (steps + PC_CORRECTOR_STEPS) // (1 + PC_CORRECTOR_STEPS)
-    if sampler == "annealed_langevin":
-        if steps < ANNEALED_STEPS_PER_LEVEL:
-            raise ValueError(f"annealed_langevin takes {ANNEALED_STEPS_PER_LEVEL} evaluations at each level: give it "
-                             f"steps >= {ANNEALED_STEPS_PER_LEVEL}, got {steps}")
-        levels = steps // ANNEALED_STEPS_PER_LEVEL
     return space_timesteps(T, levels) if spacing == "linspace" else logsnr_timesteps(diffusion, levels)
 
 
@@ -446,39 +434,9 @@ def sample_pc(diffusion, model, x, timesteps, *, clip_denoised=True, generator=N
                               generator=generator, snr=snr)
 
 
-def sample_annealed_langevin(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None,
-                             step_ratio: float = ANNEALED_STEP_RATIO):
-    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the model's own noise levels, with the
-    eps-model as the score: ANNEALED_STEPS_PER_LEVEL Langevin steps at each level of ``timesteps``, from the top.
-
-    It runs in the variables of Song & Ermon (and of Karras et al.), x^KE = x_t / sqrt(alpha_bar_t) with noise level
-    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), where the levels are nested Gaussian blurs of one density and the
-    score is grad log p_sigma(x^KE) = -eps_theta(sqrt(alpha_bar_t) x^KE, t) / sigma_t. Step sizes follow their rule
-    alpha_i = eps sigma_i^2 / sigma_L^2 (:func:`ddpm_lite.score.annealed_step_sizes`) with eps = ``step_ratio``
-    sigma_L^2, i.e. alpha_i = step_ratio sigma_i^2 at every level. The last level is index 0 (sigma_0 is small,
-    0.01 for the linear schedule), so the sample is x^KE there, clipped to [-1, 1] when ``clip_denoised``.
-    """
-    if not 0 < step_ratio < 4:  # a Gaussian of variance sigma^2 is stable under Langevin steps of alpha < 4 sigma^2
-        raise ValueError(f"step_ratio must be in (0, 4) (alpha_i / sigma_i^2), got {step_ratio!r}")
-    sigmas = diffusion.schedule.noise_level[list(reversed(timesteps))]  # (K,) decreasing
-    step_sizes = annealed_step_sizes(sigmas, step_ratio * sigmas[-1].item() ** 2)
-    x_ke = x / _vp_levels(diffusion, timesteps[-1])["alpha"]
-    for i, t in enumerate(reversed(timesteps)):
-        index = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        alpha_t, sigma = _vp_levels(diffusion, t)["alpha"], sigmas[i].item()
-        for _ in range(ANNEALED_STEPS_PER_LEVEL):
-            eps = _eps_of(diffusion, model, alpha_t * x_ke, index)
-            x_ke = langevin_step(x_ke, -eps / sigma, step_sizes[i].item(), randn_like(x_ke, generator))
-        pred_x_start = x_ke - sigma * eps  # Tweedie's estimate at the last step's input (for the figures)
-        last = i == len(timesteps) - 1
-        sample = (x_ke.clamp(-1, 1) if clip_denoised else x_ke) if last else x_ke * _vp_levels(
-            diffusion, list(reversed(timesteps))[i + 1])["alpha"]
-        yield {"t": t, "sample": sample, "pred_x_start": pred_x_start.clamp(-1, 1) if clip_denoised else pred_x_start}
-
-
 SAMPLERS: dict[str, Callable[..., Iterator[dict]]] = {
     "ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "churn": sample_churn, "pc": sample_pc, "annealed_langevin": sample_annealed_langevin,
+    "churn": sample_churn, "pc": sample_pc,
 }
 """Every sampler by name: the one place the CLI, the chapters, the benchmarks and :func:`sample` find them."""
 assert tuple(SAMPLERS) == get_args(SamplerName)
