@@ -390,7 +390,7 @@ def sample_ddim(diffusion, model, x, timesteps, *, clip_denoised=True, generator
     """DDIM (:func:`ddim_sample`) on the diffusion respaced to ``timesteps``; eta in [0, 1] (0: deterministic)."""
     check_eta(eta)
     yield from respaced_chain(diffusion, model, x, timesteps, ddim_sample, clip_denoised=clip_denoised,
-                          generator=generator, eta=eta)
+                              generator=generator, eta=eta)
 
 
 def sample_dpmpp_2m(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None):
