@@ -46,8 +46,8 @@ def score_from_eps(diffusion: GaussianDiffusion, x_t: torch.Tensor, t: torch.Ten
 def kernel_score(diffusion: GaussianDiffusion, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
     """grad_{x_t} log q(x_t | x_0) = -(x_t - sqrt(alpha_bar_t) x_0) / (1 - alpha_bar_t), the target of denoising
     score matching (Vincent 2011, with the Gaussian kernel of Ho et al. eq. (4)). (B, ...) -> (B, ...)."""
-    mean = diffusion._c("sqrt_alphas_cumprod", t, x_t) * x_start
-    return -(x_t - mean) / (1 - diffusion._c("alphas_cumprod", t, x_t))
+    mean, variance, _ = diffusion.q_mean_variance(x_start, t)
+    return -(x_t - mean) / variance
 
 
 def denoising_score_matching_loss(
