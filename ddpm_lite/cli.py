@@ -2,12 +2,13 @@
 
     ddpm-lite train  [--dataset digits|mnist|... [--split train|test] | --data FOLDER_OR_NPY]
                      [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR [--resume] ...
-    ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|churn|pc] [--steps K] [--eta E]
-                     [--seed S] --out FILE
+    ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|churn|pc|annealed_langevin]
+                     [--steps K] [--eta E] [--seed S] --out FILE
 
     ddpm-lite reconstruct --checkpoint DIR --task denoise|inpaint|superres|sdedit --input FILE --out FILE
                      [--sigma S] [--mask FILE] [--method replace|repaint|ddnm] [--scale K] [--t T] [--steps K]
-    ddpm-lite eval   --checkpoint DIR --metric fd|bpd [--num N] [--split test|train] [--data FOLDER_OR_NPY]
+    ddpm-lite eval   --checkpoint DIR --metric fd|bpd|nll [--num N] [--split test|train] [--data FOLDER_OR_NPY]
+                     [--ode-steps K] [--divergence exact|hutchinson]
 
 ``train`` writes DIR/checkpoint.pt and DIR/log.jsonl; ``sample`` uses the EMA weights and writes FILE.npy
 (float32 (N, C, H, W) in [-1, 1]) or FILE.png (a grid). ``reconstruct`` reads FILE.npy ((H, W), (C, H, W) or
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     arg("--num", type=_num, default=64, help=f"number of samples, at most {MAX_NUM:,} (default 64)")
     arg("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
         help="ddpm (Algorithm 2), ddim, dpmpp_2m (DPM-Solver++(2M)), dpmpp_2m_sde (its SDE variant), churn "
-             "(Karras et al. stochastic Heun) or pc (predictor-corrector: Algorithm 2 plus a Langevin corrector) "
+             "(Karras et al. stochastic Heun), pc (predictor-corrector: Algorithm 2 plus a Langevin corrector) or "
+             "annealed_langevin (Song & Ermon 2019: 5 Langevin steps a level from sigma 16, then one denoising step) "
              f"(default {DEFAULT_SAMPLER})")
     arg("--steps", type=_positive_int, help=f"network evaluations K <= T, placed by each sampler (default: T for "
         f"ddpm, {DEFAULT_STEPS} for the others; dpmpp_2m matched the full chain with 10 on the digits model)")

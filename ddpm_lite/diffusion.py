@@ -377,6 +377,14 @@ class GaussianDiffusion:
             out["pred_eps"] = self.predict_eps_from_x_start(x_t, t, pred_x_start)
         return out
 
+    def model_eps(self, model: Model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps_theta(x_t, t), unclipped, whatever the model predicts: its output itself for an eps-model, else the
+        eps that its x_0 estimate implies (eq. (4) solved for eps). Differentiable in x_t. (B, ...) -> (B, ...)."""
+        if self.model_mean_type == "eps":
+            self._check_t(t, x_t)
+            return self.split_model_output(model(x_t, t).to(x_t.dtype), x_t)[0]
+        return self.p_mean_variance(model, x_t, t, clip_denoised=False)["pred_eps"]
+
     # ------------------------------------------------------------------ the variational bound, term by term
     def prior_bpd(self, x_start: torch.Tensor) -> torch.Tensor:
         """L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension: (B, ...) -> (B,). No parameters: a constant."""

@@ -1,6 +1,6 @@
 """Samplers: Algorithm 2 of Ho et al. 2020 (ancestral sampling), DDIM (Song et al. 2021), DPM-Solver++(2M) and its
 SDE variant (Lu et al. 2022), the stochastic Heun sampler of Karras et al. 2022 ("churn"), predictor-corrector
-sampling (Song et al. 2021, "pc"), and respacing.
+sampling (Song et al. 2021, "pc"), annealed Langevin dynamics (Song & Ermon 2019), and respacing.
 
 Every sampler walks from x_T ~ N(0, I) at index T-1 (the paper's t = T) down to index 0 (the paper's t = 1), the
 last time step the network sees, and ends on the data (where Algorithm 2 adds no noise, z = 0).
@@ -30,10 +30,10 @@ from ._progress import progress_bar
 from ._random import randn, randn_like
 from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
-from .schedules import _check_kept_timesteps, respaced_betas
-from .score import corrector_step, score_from_eps
+from .schedules import _check_kept_timesteps, logsnr_timesteps, respaced_betas
+from .score import annealed_step_sizes, corrector_step, langevin_step, score_from_eps
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn", "pc"]  # the keys of SAMPLERS
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "churn", "pc", "annealed_langevin"]  # SAMPLERS' keys
 # The default sampler (of sample() and `ddpm-lite sample` alike): the one that reached FD <= 1.25x the full 1000-step
 # chain's with the fewest evaluations on the book's digits model (10, FD 29.1 +- 0.5 against the chain's 29.5 +- 3.0;
 # held-out digits, benchmarks/results/samplers.md, n = 1000, 2 seeds), given default_steps evaluations.
@@ -44,6 +44,12 @@ CHURN = 40.0  # S_churn of the churn sampler (Karras et al. 2022, Algorithm 2; t
 # on all digits), 20 NFE, n = 500: FD 12.4 with S_churn = 10 or 40 (both the largest gamma there), 14.4 with 0
 PC_SNR = 0.16  # r of the predictor-corrector sampler's step size rule (Song et al. 2021: 0.16, their default)
 PC_CORRECTOR_STEPS = 1  # M, Langevin corrector steps after each predictor step but the last (theirs: 1)
+ANNEALED_STEPS_PER_LEVEL = 5  # Langevin steps at each level of annealed_langevin (Song & Ermon 2019: 100 at 10 levels)
+ANNEALED_STEP_RATIO = 1.0  # alpha_i / sigma_i^2 of annealed_langevin, the same at every level (their eps / sigma_L^2)
+ANNEALED_SIGMA_MAX = 16.0  # its top noise level sigma^KE: NCSNv2's rule (Song & Ermon 2020, technique 1), sigma_1 about
+# the largest distance between two data points: at most 2 sqrt(64) = 16 for the 8 x 8 digits in [-1, 1] (9.5 between
+# two training digits). Digits model, 100 NFE, n = 500: FD 30.5 at 16, 32.2 at 5, 45.3 at 50; from the schedule's
+# top (sigma^KE = 2e4) every sample saturated (FD 440). Raise it for larger images (2 sqrt(D)).
 CHURN_SIGMA_RANGE = (0.05, 50.0)  # (S_tmin, S_tmax): churn only where S_tmin <= sigma^KE <= S_tmax (their values)
 
 
@@ -62,26 +68,10 @@ def space_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return sorted({round(i * (num_timesteps - 1) / (steps - 1)) for i in range(steps)})
 
 
-def logsnr_timesteps(diffusion: GaussianDiffusion, steps: int) -> list[int]:
-    """Indices spaced uniformly in lambda_t = log(alpha_t / sigma_t) from index T-1 to index 0, both kept, each level
-    rounded to the nearest index (Lu et al. 2022, DPM-Solver, Sec. 3.3, "logSNR" steps): ascending ints.
-
-    Near t = 0 neighbouring indices lie far apart in lambda, so several levels may round to one index; each is kept
-    once and fewer than ``steps`` indices may come back.
-    """
-    T = diffusion.num_timesteps
-    _check_steps(T, steps)
-    if steps == 1:
-        return [T - 1]
-    alpha_bar = diffusion.schedule.alphas_cumprod
-    lambdas = 0.5 * (alpha_bar / (1 - alpha_bar)).log()  # (T,) descending in t
-    levels = torch.linspace(lambdas[-1].item(), lambdas[0].item(), steps, dtype=torch.float64)
-    return sorted(set((levels[:, None] - lambdas[None]).abs().argmin(dim=1).tolist()))
-
-
 Spacing = Literal["linspace", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 DEFAULT_SPACING: dict[str, Spacing] = {sampler: "linspace" for sampler in get_args(SamplerName)}  # see sampler_timesteps
+DEFAULT_SPACING["annealed_langevin"] = "logsnr"  # geometric noise levels, as Song & Ermon 2019's
 
 
 def sampler_timesteps(
@@ -89,8 +79,9 @@ def sampler_timesteps(
 ) -> list[int]:
     """The time indices (ascending, from 0) where ``sampler`` evaluates the network with a budget of ``steps`` NFE.
 
-    spacing: "linspace" (:func:`space_timesteps`, even in t) or "logsnr" (:func:`logsnr_timesteps`, even in
-    lambda); None: DEFAULT_SPACING, "linspace" for every sampler. The two disagree for DPM-Solver++: with the exact
+    spacing: "linspace" (:func:`space_timesteps`, even in t) or "logsnr" (:func:`~ddpm_lite.schedules.logsnr_timesteps`, even in
+    lambda); None: DEFAULT_SPACING, "linspace" for every sampler but annealed_langevin (geometric levels, as Song &
+    Ermon's). The two disagree for DPM-Solver++: with the exact
     eps* of a sharp 1-D mixture (tests/library/test_samplers.py) "logsnr" is far better at 20 steps (KS distance 0.01 vs
     0.21: even t leaves one long lambda step into index 0, over which the second-order extrapolation overshoots),
     but on the book's digits model "linspace" wins (20 NFE, n = 500: FD 12.4 vs 13.6 for dpmpp_2m, 7.8 vs 12.4
@@ -100,7 +91,9 @@ def sampler_timesteps(
     churn there, so they are not offered.
     churn: Heun spends two evaluations per step except the first and the last (Euler), so it gets steps // 2 + 1
     levels (steps >= 2). pc: each level but the last spends 1 + PC_CORRECTOR_STEPS evaluations, so it gets
-    (steps + M) // (1 + M) levels.
+    (steps + M) // (1 + M) levels. annealed_langevin: ANNEALED_STEPS_PER_LEVEL evaluations at each level and one
+    for the final denoising step, so (steps - 1) // ANNEALED_STEPS_PER_LEVEL levels from sigma^KE =
+    ANNEALED_SIGMA_MAX down to index 0 (steps > ANNEALED_STEPS_PER_LEVEL).
     steps None: the sampler's default budget, :func:`default_steps` (as in :func:`sample`): every index for "ddpm",
     DEFAULT_STEPS evaluations (or T if fewer) for the others.
     """
@@ -115,7 +108,20 @@ def sampler_timesteps(
     levels = steps // 2 + 1 if sampler == "churn" and steps > 1 else steps
     if sampler == "pc":
         levels = (steps + PC_CORRECTOR_STEPS) // (1 + PC_CORRECTOR_STEPS)
-    return space_timesteps(T, levels) if spacing == "linspace" else logsnr_timesteps(diffusion, levels)
+    if sampler == "annealed_langevin":
+        return _annealed_timesteps(diffusion, steps, spacing)
+    return space_timesteps(T, levels) if spacing == "linspace" else logsnr_timesteps(diffusion.schedule, levels)
+
+
+def _annealed_timesteps(diffusion: GaussianDiffusion, steps: int, spacing: Spacing) -> list[int]:
+    """annealed_langevin's levels: (steps - 1) // ANNEALED_STEPS_PER_LEVEL indices from the highest with
+    sigma^KE <= ANNEALED_SIGMA_MAX down to 0 (see :func:`sampler_timesteps`)."""
+    if steps <= ANNEALED_STEPS_PER_LEVEL:
+        raise ValueError(f"annealed_langevin takes {ANNEALED_STEPS_PER_LEVEL} evaluations at each level and one to "
+                         f"denoise: give it steps >= {ANNEALED_STEPS_PER_LEVEL + 1}, got {steps}")
+    top = int((diffusion.schedule.noise_level <= ANNEALED_SIGMA_MAX).nonzero().max())
+    levels = min((steps - 1) // ANNEALED_STEPS_PER_LEVEL, top + 1)
+    return space_timesteps(top + 1, levels) if spacing == "linspace" else logsnr_timesteps(diffusion.schedule, levels, top)
 
 
 def _check_sampler(sampler: str) -> None:
@@ -413,14 +419,9 @@ def _pc_update(diffusion, model, x_t, t, *, clip_denoised: bool, generator, snr:
     if int(t[0]) > 0:  # the loop's t is one index for the whole batch
         alpha = diffusion._c("alphas", level, x)
         for _ in range(PC_CORRECTOR_STEPS):
-            score = score_from_eps(diffusion, x, level, _eps_of(diffusion, model, x, level))
+            score = score_from_eps(diffusion, x, level, diffusion.model_eps(model, x, level))
             x = corrector_step(x, score, randn_like(x, generator), snr, alpha)
     return {"sample": x, "pred_x_start": out["pred_x_start"]}
-
-
-def _eps_of(diffusion: GaussianDiffusion, model: Model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """eps_theta(x_t, t) from the model's output, whatever it predicts (:meth:`GaussianDiffusion.p_mean_variance`)."""
-    return diffusion.p_mean_variance(model, x_t, t)["pred_eps"]
 
 
 def sample_pc(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None, snr: float = PC_SNR):
@@ -434,9 +435,44 @@ def sample_pc(diffusion, model, x, timesteps, *, clip_denoised=True, generator=N
                               generator=generator, snr=snr)
 
 
+def sample_annealed_langevin(diffusion, model, x, timesteps, *, clip_denoised=True, generator=None,
+                             step_ratio: float = ANNEALED_STEP_RATIO):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the model's own noise levels, with the
+    eps-model as the score: ANNEALED_STEPS_PER_LEVEL Langevin steps at each level of ``timesteps`` from the top,
+    then one denoising step.
+
+    It runs in the variables of Song & Ermon (and of Karras et al.), x^KE = x_t / sqrt(alpha_bar_t) with noise level
+    sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), where the levels are nested Gaussian blurs of one density and the
+    score is grad log p_sigma(x^KE) = -eps_theta(sqrt(alpha_bar_t) x^KE, t) / sigma_t. Step sizes follow their rule
+    alpha_i = eps sigma_i^2 / sigma_L^2 (:func:`ddpm_lite.score.annealed_step_sizes`) with eps = ``step_ratio``
+    sigma_L^2, i.e. alpha_i = step_ratio sigma_i^2 at every level (0 < step_ratio < 4: a Gaussian of variance
+    sigma^2 is stable under steps alpha < 4 sigma^2). The top level is at sigma^KE <= ANNEALED_SIGMA_MAX
+    (:func:`sampler_timesteps`): x, drawn as N(0, I) for x_T, is taken as x at that level. The last step is
+    Tweedie's denoising x_0 = x^KE - sigma_0 eps_theta (Jolicoeur-Martineau et al. 2021; NCSNv2's final step).
+    """
+    if isinstance(step_ratio, bool) or not isinstance(step_ratio, (int, float)) or not 0 < step_ratio < 4:
+        raise ValueError(f"step_ratio must be in (0, 4) (alpha_i / sigma_i^2), got {step_ratio!r}")
+    levels = list(reversed(timesteps))
+    sigmas = diffusion.schedule.noise_level[levels]  # (K,) decreasing
+    step_sizes = annealed_step_sizes(sigmas, step_ratio * sigmas[-1].item() ** 2).tolist()
+    x_ke = x / _vp_levels(diffusion, levels[0])["alpha"]
+    for t, sigma, step_size in zip(levels, sigmas.tolist(), step_sizes):
+        index = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        alpha_t = _vp_levels(diffusion, t)["alpha"]
+        for _ in range(ANNEALED_STEPS_PER_LEVEL):
+            eps = diffusion.model_eps(model, alpha_t * x_ke, index)
+            pred_x_start = x_ke - sigma * eps  # Tweedie's estimate at this step's input, for the figures
+            x_ke = langevin_step(x_ke, -eps / sigma, step_size, randn_like(x_ke, generator))
+        if t > 0:  # "sample": x after this level's steps (still at level t), in the VP variables
+            yield {"t": t, "sample": x_ke * alpha_t, "pred_x_start": pred_x_start}
+    x_0 = x_ke - sigma * diffusion.model_eps(model, alpha_t * x_ke, index)  # Tweedie: E[x_0 | x^KE]
+    x_0 = x_0.clamp(-1, 1) if clip_denoised else x_0
+    yield {"t": 0, "sample": x_0, "pred_x_start": x_0}
+
+
 SAMPLERS: dict[str, Callable[..., Iterator[dict]]] = {
     "ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "churn": sample_churn, "pc": sample_pc,
+    "churn": sample_churn, "pc": sample_pc, "annealed_langevin": sample_annealed_langevin,
 }
 """Every sampler by name: the one place the CLI, the chapters, the benchmarks and :func:`sample` find them."""
 assert tuple(SAMPLERS) == get_args(SamplerName)

@@ -164,6 +164,25 @@ def respaced_betas(schedule: NoiseSchedule, timesteps) -> torch.Tensor:
     return 1.0 - kept / previous
 
 
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int, top: int | None = None) -> list[int]:
+    """Indices spaced uniformly in lambda_t = log(alpha_t / sigma_t) = -log sigma^KE_t from index ``top`` (default
+    T-1) to index 0, both kept, each level rounded to the nearest index (Lu et al. 2022, DPM-Solver, Sec. 3.3,
+    "logSNR" steps; geometric noise levels, as Song & Ermon 2019's): ascending ints. DPM-Solver++, annealed Langevin
+    and the probability-flow ODE's likelihood (:mod:`ddpm_lite.likelihood`) step through them.
+
+    Near t = 0 neighbouring indices lie far apart in lambda, so several levels may round to one index; each is kept
+    once and fewer than ``steps`` indices may come back. 1 <= steps <= top + 1.
+    """
+    top = schedule.num_timesteps - 1 if top is None else top
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= top + 1:
+        raise ValueError(f"steps must be an int between 1 and {top + 1} (levels from index {top} to 0), got {steps!r}")
+    if steps == 1:
+        return [top]
+    lambdas = -schedule.noise_level[: top + 1].log()  # (top + 1,) descending in t
+    levels = torch.linspace(lambdas[-1].item(), lambdas[0].item(), steps, dtype=torch.float64)
+    return sorted(set((levels[:, None] - lambdas[None]).abs().argmin(dim=1).tolist()))
+
+
 def check_timesteps(t, x: torch.Tensor, num_timesteps: int) -> None:
     """Raise a ValueError unless t is the package's time-step tensor for the batch x.
 

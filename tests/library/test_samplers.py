@@ -7,8 +7,9 @@ from scipy import stats
 from torch.testing import assert_close
 
 from ddpm_lite import GaussianDiffusion, GaussianMixture, GaussianMixtureOracle, NoiseSchedule, respace, sample
+from ddpm_lite.schedules import logsnr_timesteps
 from ddpm_lite.sampling import (
-    SAMPLERS, SpacedModel, _vp_levels, ddim_sample, dpm_solver_pp_update, logsnr_timesteps, p_sample,
+    SAMPLERS, SpacedModel, _vp_levels, ddim_sample, dpm_solver_pp_update, p_sample,
     sample_loop_progressive, sampler_timesteps,
 )
 
@@ -48,11 +49,11 @@ def test_new_samplers_start_at_T_reach_index_0_and_keep_the_budget(sampler, step
 def test_spacings_keep_both_ends_and_are_sorted():
     d = GaussianDiffusion(NoiseSchedule.from_name("linear", 1000))
     for k in (2, 10, 50):
-        levels = logsnr_timesteps(d, k)
+        levels = logsnr_timesteps(d.schedule, k)
         assert levels[0] == 0 and levels[-1] == 999 and levels == sorted(set(levels)) and len(levels) <= k
     # uniform in lambda: the kept levels' lambda steps are all close to the even step (before rounding to indices)
     ab = d.schedule.alphas_cumprod
-    lam = 0.5 * (ab / (1 - ab)).log()[logsnr_timesteps(d, 10)]
+    lam = 0.5 * (ab / (1 - ab)).log()[logsnr_timesteps(d.schedule, 10)]
     even = (lam[0] - lam[-1]) / 9
     assert ((lam[:-1] - lam[1:]) / even - 1).abs().max() < 0.2
 
@@ -151,13 +152,18 @@ def _mixture_cdf(x):
 
 
 @pytest.mark.parametrize("sampler,steps,spacing", [("dpmpp_2m", 20, "logsnr"), ("dpmpp_2m_sde", 30, "logsnr"),
-                                                   ("churn", 100, "linspace"), ("pc", 200, "linspace")])
+                                                   ("churn", 100, "linspace"), ("pc", 200, "linspace"),
+                                                   ("annealed_langevin", 1000, "logsnr")])
 def test_new_samplers_with_the_oracle_recover_a_bimodal_mixture(float64, sampler, steps, spacing):
     """KS test at alpha = 0.001 with n = 2000 (critical D = 0.044), a second or two each.
 
     Discretisation error at these settings, measured as the KS distance of n = 100,000 samples (sampling noise
     about 0.004; linear schedule): dpmpp_2m ~0.010, dpmpp_2m_sde ~0.010, churn ~0.015, a third of what the test can
-    see or less; pc at 200 evaluations (100 levels) ~0.011-0.015 (n = 20,000, two seeds), 0.029 at 100. Fewer
+    see or less; pc at 200 evaluations (100 levels) ~0.011-0.015 (n = 20,000, two seeds), 0.029 at 100;
+    annealed_langevin at 1000 (199 levels of 5 Langevin steps from sigma^KE = 16, then one denoising step)
+    0.008-0.013 (n = 50,000, two seeds), 0.011-0.016 at 501 (one seed failed here at n = 2000) and 0.026-0.027 at
+    201, its finite steps leaving the right mode's weight short there (0.675 of 0.7): Langevin needs many more
+    evaluations than the solvers for the same accuracy. Fewer
     steps would not do: dpmpp_2m_sde at 20 ~0.023, churn at 50 ~0.031, and with even-t spacing
     (the default, chosen on the digits model) the solvers are at 0.21 (2M) and 0.18 (SDE) at 20 steps and
     0.026 / 0.064 at 50, their long last lambda step into index 0 showing.
@@ -180,6 +186,8 @@ def test_new_samplers_with_the_oracle_recover_a_bimodal_mixture(float64, sampler
     ({"sampler": "dpmpp_2m", "eta": 0.5}, "sampler='ddim'"),
     ({"sampler": "churn", "s_churn": -1.0}, "s_churn"),
     ({"sampler": "pc", "snr": 0.0}, "snr must be positive"),
+    ({"sampler": "annealed_langevin", "step_ratio": 4.0}, r"in \(0, 4\)"),
+    ({"sampler": "annealed_langevin", "steps": 5}, "steps >= 6"),
     ({"sampler": "dpmpp_2m", "spacing": "quadratic"}, "logsnr"),
 ])
 def test_bad_arguments_name_the_fix(kwargs, fix):
@@ -204,7 +212,7 @@ def test_every_sampler_is_bit_identical_to_the_reference():
     spec.loader.exec_module(reference_module)
     reference = torch.load(here / "data" / "samplers_reference.pt", weights_only=True)
     now = reference_module.outputs()
-    added_since = {"pc"}  # samplers that did not exist when the reference was written
+    added_since = {"pc", "annealed_langevin"}  # samplers that did not exist when the reference was written
     assert set(now) == set(reference)
     assert {case["sampler"] for case in reference_module.CASES.values()} == set(SAMPLERS) - added_since
     for label in reference:
@@ -225,7 +233,7 @@ def test_the_registry_holds_one_function_per_sampler_with_one_signature():
         assert inspect.isgeneratorfunction(fn), name
     assert {name: sampler_options(name) for name in SAMPLERS} == {
         "ddpm": {}, "ddim": {"eta": 0.0}, "dpmpp_2m": {}, "dpmpp_2m_sde": {}, "churn": {"s_churn": 40.0},
-        "pc": {"snr": 0.16}}
+        "pc": {"snr": 0.16}, "annealed_langevin": {"step_ratio": 1.0}}
 
 
 def test_pc_spends_its_budget_of_evaluations():
@@ -234,6 +242,20 @@ def test_pc_spends_its_budget_of_evaluations():
     model = RecordingModel()
     sample(d, model, (3, 2), sampler="pc", steps=9, generator=torch.Generator().manual_seed(0))
     assert len(sampler_timesteps(d, "pc", 9)) == 5 and len(model.calls) == 9
+
+
+def test_annealed_langevin_spends_its_budget_from_its_top_level():
+    """ANNEALED_STEPS_PER_LEVEL evaluations per level and one to denoise: a budget of 21 is 4 levels, 21 calls,
+    the highest at the last index whose sigma^KE is at most ANNEALED_SIGMA_MAX."""
+    from ddpm_lite.sampling import ANNEALED_SIGMA_MAX, ANNEALED_STEPS_PER_LEVEL
+
+    d = GaussianDiffusion(NoiseSchedule.from_name("linear", 200))
+    model = RecordingModel()
+    sample(d, model, (3, 2), sampler="annealed_langevin", steps=21, generator=torch.Generator().manual_seed(0))
+    levels = sampler_timesteps(d, "annealed_langevin", 21)
+    sigma = d.schedule.noise_level
+    assert ANNEALED_STEPS_PER_LEVEL == 5 and len(levels) == 4 and len(model.calls) == 21
+    assert levels[0] == 0 and sigma[levels[-1]] <= ANNEALED_SIGMA_MAX < sigma[levels[-1] + 1]
 
 
 @pytest.mark.parametrize("kwargs,fix", [
