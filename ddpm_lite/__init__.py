@@ -4,7 +4,9 @@ Time-step convention everywhere: ``t`` is an int64 tensor of shape (B,) with val
 the paper's t = 1.
 
 Modules, one job each: ``schedules`` (beta_t, alpha_bar_t), ``diffusion`` (q, posterior, p_theta, losses),
-``losses`` (KL, decoder, bits/dim), ``sampling`` (Algorithm 2, DDIM, DPM-Solver++(2M), churn), ``reconstruction``
+``losses`` (KL, decoder, bits/dim), ``sampling`` (Algorithm 2, DDIM, DPM-Solver++(2M), churn, predictor-corrector,
+annealed Langevin), ``score`` (scores, denoising score matching, Langevin dynamics), ``likelihood`` (the
+probability-flow ODE and its exact likelihood), ``reconstruction``
 (inverse problems), ``oracles`` (exact eps* for Gaussian mixtures), ``unet`` (the network), ``data`` (datasets and
 your own data), ``images`` (the image check; .npy, .png and folders), ``training`` (Algorithm 1), ``checkpoints``
 (run directories: checkpoint.pt and log.jsonl), ``distributed`` (torchrun), ``metrics`` (the Fréchet distance),
@@ -19,7 +21,7 @@ from ._device import default_device
 from ._threads import num_threads, set_threads
 from .checkpoints import load_checkpoint
 from .data import GaussianMixture, as_images, load_dataset, load_dataset_with_labels, make_toy_2d
-from .evaluation import bits_per_dim
+from .evaluation import bits_per_dim, ode_bits_per_dim
 from .images import check_images, load_images, save_images
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
@@ -91,6 +93,7 @@ __all__ = [  # in the order of the API reference
     "feature_statistics",
     # evaluation
     "bits_per_dim",
+    "ode_bits_per_dim",
 ]
 
 

@@ -154,6 +154,27 @@ def test_eval_bpd_on_heldout_beside_the_uniform_reference(trained, monkeypatch, 
     assert ("above it: the model is untrained, too small or broken" in line) == (bpd > uniform)
 
 
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_eval_nll_is_the_odes_bits_per_dim_beside_the_uniform_reference(trained, monkeypatch, capsys, divergence):
+    """--metric nll: the probability-flow ODE's likelihood in bits/dim with the bound's decoder, 3 Heun steps."""
+    import re
+
+    from ddpm_lite import load_checkpoint, load_dataset
+    from ddpm_lite.evaluation import ode_bits_per_dim
+
+    monkeypatch.chdir(trained)
+    assert main(["eval", "--checkpoint", "run", "--metric", "nll", "--num", "3", "--ode-steps", "3", "--divergence",
+                 divergence, "--no-progress", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("bits/dim ") and "3 test images of digits" in line and "probability-flow ODE" in line
+    assert f"{divergence} divergence" in line and re.search(r"\(probability-flow ODE, \d+ evaluations", line)
+    if divergence == "exact":  # the same number as the package's function, seed 0
+        model, diffusion, _ = load_checkpoint(trained / "run", device="cpu")
+        expected = ode_bits_per_dim(diffusion, model, load_dataset("digits", train=False)[:3],
+                                    steps=3, generator=torch.Generator("cpu").manual_seed(0))
+        assert float(line.split()[1]) == pytest.approx(expected["bpd"], abs=5e-4)
+
+
 RECONSTRUCT = ["reconstruct", "--checkpoint", "run", "--out", "r.npy"]
 
 
@@ -176,7 +197,9 @@ RECONSTRUCT = ["reconstruct", "--checkpoint", "run", "--out", "r.npy"]
     (["reconstruct", "--checkpoint", "run", "--task", "sdedit", "--input", "digits.npy", "--t", "3", "--out", "run"],
      "is a directory"),
     (["eval", "--checkpoint", "run", "--metric", "fd", "--num", "5000"], "1437"),
-    (["eval", "--checkpoint", "run", "--metric", "nll"], "--metric"),
+    (["eval", "--checkpoint", "run", "--metric", "kl"], "--metric"),
+    (["eval", "--checkpoint", "run", "--metric", "nll", "--ode-steps", "1000"], "--ode-steps must be below T"),
+    (["eval", "--checkpoint", "run", "--metric", "nll", "--divergence", "trace"], "--divergence"),
     (["eval", "--checkpoint", "missing", "--metric", "bpd"], "ddpm-lite train"),
 ])
 def test_bad_reconstruct_and_eval_arguments(trained, inputs, args, fix, monkeypatch, capsys):

@@ -69,7 +69,8 @@ SCRATCH_COPY = ("sed -i 's#https://github.com/ddpm-lite/ddpm_lite#",)  # blocks 
 
 # The short budget of the command blocks (see shortened()).
 TRAIN = {"--steps": "2", "--batch-size": "16"}
-NUM = {"sample": "4", "fd": "16", "bpd": "8"}
+NUM = {"sample": "4", "fd": "16", "bpd": "8", "nll": "2"}
+NLL_ODE_STEPS = "5"  # the ODE's likelihood in 5 Heun steps, not 50
 RECONSTRUCT_STEPS = "10"
 SAMPLE_DDPM_STEPS = "50"  # Algorithm 2 on a respaced chain of 50 steps, not all T = 1000
 SUBPROCESS_TIMEOUT = 300
@@ -265,7 +266,7 @@ def _set_flag(words: list[str], flag: str, value: str) -> None:
 
 def shortened(words: list[str]) -> list[str]:
     """A command with the short budget: few training steps in small batches, few samples, short reverse chains
-    (reconstruct, and Algorithm 2 when it would run all T steps); the bits/dim keep all T terms."""
+    (reconstruct, and Algorithm 2 when it would run all T steps, the likelihood ODE); the bits/dim keep all T terms."""
     words = list(words)
     command = words[1]
     if command == "train":
@@ -277,6 +278,8 @@ def shortened(words: list[str]) -> list[str]:
             _set_flag(words, "--steps", SAMPLE_DDPM_STEPS)
     elif command == "eval":
         _set_flag(words, "--num", NUM[_flag(words, "--metric")])
+        if _flag(words, "--metric") == "nll":
+            _set_flag(words, "--ode-steps", NLL_ODE_STEPS)
     elif command == "reconstruct" and "--steps" not in words:
         _set_flag(words, "--steps", RECONSTRUCT_STEPS)
     return words
@@ -358,7 +361,7 @@ def check_output(words: list[str], cwd: Path, stdout: str) -> None:
         assert (cwd / out / "checkpoint.pt").is_file() and (cwd / out / "log.jsonl").is_file()
     elif command in ("sample", "reconstruct"):
         assert (cwd / out).is_file() and (cwd / out).stat().st_size > 0
-    elif _flag(words, "--metric") == "bpd":  # the uniform reference beside the number, log2(grey levels)
+    elif _flag(words, "--metric") in ("bpd", "nll"):  # the uniform reference beside the number, log2(grey levels)
         reference = re.search(r"bits/dim \d+\.\d+ .*a uniform distribution over the (\d+) grey levels scores "
                               r"(\d+\.\d+)", stdout)
         assert reference and float(reference.group(2)) == pytest.approx(math.log2(int(reference.group(1))), abs=1e-3)
