@@ -19,7 +19,7 @@ Architecture (Ho et al. 2020, Appendix B; a U-Net after Ronneberger et al. 2015)
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Optional, get_args
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +44,19 @@ class UNetConfig:
     dropout: float = 0.0  # dropout inside ResidualBlocks (Ho et al. use 0.1 on CIFAR-10)
     injection: Injection = "scale_shift"  # how t enters a ResidualBlock; "none" = ablation
     learn_sigma: bool = False  # also output v for Sigma_theta (Nichol & Dhariwal 2021)
+    num_classes: Optional[int] = None  # class-conditional with this many classes (plus a null class); None: not
 
     def __post_init__(self):
         for name in ("channel_mult", "attention_resolutions"):  # lists from JSON -> tuples
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.injection not in INJECTIONS:
             raise ValueError(f"injection must be one of {INJECTIONS}, got {self.injection!r}")
+        if self.num_classes is not None:
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+                raise ValueError(f"num_classes must be a positive int (or None: unconditional), got {self.num_classes!r}")
+            if self.injection == "none":
+                raise ValueError("num_classes needs the time-step path (the class joins the time embedding): "
+                                 "use injection 'scale_shift' or 'additive'")
         for name in ("image_channels", "image_size", "base_channels", "num_res_blocks", "num_heads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -316,6 +323,9 @@ class UNet(nn.Module):
         ch = config.base_channels
         self.input_conv = nn.Conv2d(config.image_channels, ch, 3, padding=1)
         self.time_embed = TimeEmbedding(ch, config.time_dim) if config.injection != "none" else None
+        # A class is one more condition on the time step's path: its learned embedding is added to the time
+        # embedding (improved-diffusion's label_emb); row num_classes is the null class of classifier-free guidance.
+        self.class_embed = nn.Embedding(config.num_classes + 1, config.time_dim) if config.num_classes else None
         skip_channels = [ch]  # the input conv output is the first skip
         self.down = nn.ModuleList()
         num_levels = len(config.channel_mult)
@@ -337,7 +347,14 @@ class UNet(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, config.out_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    @property
+    def null_class(self) -> int | None:
+        """The label of the null class ("no class": classifier-free guidance's unconditional model), or None."""
+        return self.config.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """y: (B,) class labels 0 ... num_classes - 1, or num_classes (the null class), of a class-conditional
+        U-Net; None gives it the null class. An unconditional U-Net takes no y."""
         if x.ndim != 4 or x.shape[1] != self.config.image_channels:
             raise ValueError(f"x must be (B, {self.config.image_channels}, H, W), got {tuple(x.shape)}")
         for size in x.shape[-2:]:
@@ -350,6 +367,11 @@ class UNet(nn.Module):
 
         h = self.input_conv(x)  # (B, base_channels, H, W)
         temb = self.time_embed(t) if self.time_embed is not None else None  # (B, time_dim)
+        if self.class_embed is not None:
+            temb = temb + self.class_embed(self._labels(y, x))  # (B, time_dim): time and class on one path
+        elif y is not None:
+            raise ValueError("this U-Net is unconditional (UNetConfig.num_classes is None) and takes no class labels; "
+                             "train one with num_classes set to condition on a class")
         skips = [h]
         for block in self.down:
             h, block_skips = block(h, temb)
@@ -358,6 +380,21 @@ class UNet(nn.Module):
         for block in self.up:
             h = block(h, skips, temb)  # consumes num_res_blocks + 1 skips
         return self.out(h)  # (B, out_channels, H, W)
+
+
+    def _labels(self, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """y checked, or the null class for every sample when None: (B,) int64 on x's device."""
+        k = self.config.num_classes
+        if y is None:
+            return torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+        y = torch.as_tensor(y, device=x.device)
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (x.shape[0],):
+            raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},), one class per sample, got "
+                             f"{y.dtype} {tuple(y.shape)}")
+        if y.numel() and bool(((y < 0) | (y > k)).any()):
+            raise ValueError(f"class labels must lie in 0 ... {k - 1} (or {k}, the null class), got values from "
+                             f"{int(y.min())} to {int(y.max())}")
+        return y.long()
 
 
 def trace(model: UNet, x: torch.Tensor, t: torch.Tensor | int) -> list[dict]:

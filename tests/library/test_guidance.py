@@ -1,0 +1,84 @@
+"""Class-conditional U-Nets and classifier-free guidance (issue 20, first part): an unconditional config builds
+today's network; w = 0 and w = -1 are exactly the conditional and the unconditional model; guidance wraps every
+sampler; bad input is one line naming the fix."""
+import pytest
+import torch
+from torch.testing import assert_close
+
+import ddpm_lite as dl
+from ddpm_lite.guidance import ClassifierFreeGuidance
+from ddpm_lite.sampling import SAMPLERS
+
+
+def _conditional(learn_sigma=False, seed=0):
+    torch.manual_seed(seed)
+    net = dl.UNet(dl.UNetConfig(num_classes=3, learn_sigma=learn_sigma)).eval()
+    with torch.no_grad():  # the output layer and each residual branch start at zero: give them weights, so that
+        for p in net.parameters():  # the class (on the time step's path) changes the output
+            if not p.abs().max() > 0:
+                p.normal_(0, 0.1)
+    return net
+
+
+def test_an_unconditional_config_builds_todays_network():
+    torch.manual_seed(0)
+    today = dl.UNet(dl.UNetConfig())
+    names = {name: tuple(p.shape) for name, p in today.named_parameters()}
+    torch.manual_seed(0)
+    conditional = dl.UNet(dl.UNetConfig(num_classes=10))
+    extra = {name: tuple(p.shape) for name, p in conditional.named_parameters() if name not in names}
+    assert extra == {"class_embed.weight": (11, dl.UNetConfig().time_dim)}  # ten classes and the null class
+    assert set(names) <= {name for name, _ in conditional.named_parameters()}
+    assert today.null_class is None and conditional.null_class == 10
+
+
+def test_classes_change_the_output_and_the_null_class_is_the_default():
+    net = _conditional()
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 5, 9, 20])
+    with torch.no_grad():
+        by_class = [net(x, t, torch.full((4,), c)) for c in range(4)]
+        assert_close(net(x, t), by_class[3], rtol=0, atol=0)  # y=None: the null class (3)
+    assert all((by_class[i] - by_class[j]).abs().max() > 1e-4 for i in range(4) for j in range(i))
+
+
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_w_zero_and_minus_one_are_exactly_the_conditional_and_unconditional_models(learn_sigma):
+    net = _conditional(learn_sigma)
+    x, t, y = torch.randn(5, 1, 8, 8), torch.randint(0, 1000, (5,)), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        assert torch.equal(ClassifierFreeGuidance(net, y, 0.0)(x, t), net(x, t, y))
+        assert torch.equal(ClassifierFreeGuidance(net, y, -1.0)(x, t), net(x, t, torch.full((5,), 3)))
+        conditional, unconditional = net(x, t, y), net(x, t)
+        guided = ClassifierFreeGuidance(net, y, 2.0)(x, t)
+    assert_close(guided[:, :1], 3 * conditional[:, :1] - 2 * unconditional[:, :1])
+    if learn_sigma:  # the variance channel is the conditional model's
+        assert torch.equal(guided[:, 1:], conditional[:, 1:])
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_guidance_wraps_every_sampler(sampler):
+    net = _conditional()
+    diffusion = dl.GaussianDiffusion.from_config(dl.DiffusionConfig(num_timesteps=50))
+    guided = ClassifierFreeGuidance(net, 2, guidance=1.5)  # one class for the whole batch
+    with torch.no_grad():
+        x = dl.sample(diffusion, guided, (3, 1, 8, 8), sampler=sampler, steps=12,
+                      generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("build, fix", [
+    (lambda: dl.UNetConfig(num_classes=0), "positive int"),
+    (lambda: dl.UNetConfig(num_classes=10, injection="none"), "time-step path"),
+    (lambda: ClassifierFreeGuidance(dl.UNet(dl.UNetConfig()), 1, 1.0), "class-conditional"),
+    (lambda: ClassifierFreeGuidance(_conditional(), 1, -2.0), ">= -1"),
+    (lambda: ClassifierFreeGuidance(_conditional(), 1, float("nan")), ">= -1"),
+    (lambda: dl.UNet(dl.UNetConfig())(torch.zeros(1, 1, 8, 8), 3, torch.tensor([1])), "unconditional"),
+    (lambda: _conditional()(torch.zeros(1, 1, 8, 8), 3, torch.tensor([4])), r"0 \.\.\. 2"),
+    (lambda: _conditional()(torch.zeros(2, 1, 8, 8), 3, torch.tensor([1.0, 2.0])), "integer tensor"),
+    (lambda: ClassifierFreeGuidance(_conditional(), torch.tensor([1, 2]), 1.0)(torch.zeros(3, 1, 8, 8),
+                                                                               torch.zeros(3, dtype=torch.long)),
+     "one label per sample"),
+])
+def test_bad_input_names_the_fix(build, fix):
+    with pytest.raises(ValueError, match=fix):
+        build()
