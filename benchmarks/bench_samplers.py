@@ -38,6 +38,7 @@ DEFAULT_SAMPLERS: dict[str, dict] = {  # label -> keyword arguments of ddpm_lite
     "dpmpp_2m_sde": {"sampler": "dpmpp_2m_sde"},
     "churn": {"sampler": "churn"},
     "pc": {"sampler": "pc"},
+    "annealed_langevin": {"sampler": "annealed_langevin"},
 }
 DEFAULT_NFES = (5, 10, 20, 50, 100, 200)
 GOAL_NFE, GOAL_RATIO = 20, 1.25  # issue 12: FD at 20 evaluations within 1.25x of the full chain's FD

@@ -78,8 +78,9 @@ def bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tenso
     """The variational bound in bits/dim on ``images`` (N, C, H, W) in [-1, 1] (use held-out images).
 
     threads: CPU threads for this call, as :func:`~ddpm_lite.set_threads` takes them, restored afterwards; None
-    (default) leaves torch's setting alone. Returns {"bpd": the mean, "se": its standard error (NaN for one image), "num": N, "uniform": the reference
-    :func:`uniform_bits_per_dim` of the diffusion's data_bins}. All T terms for every image: slow for T = 1000.
+    (default) leaves torch's setting alone. Returns {"bpd": the mean, "se": its standard error (NaN for one image),
+    "num": N, "uniform": the reference :func:`uniform_bits_per_dim` of the diffusion's data_bins, "per_image": (N,)
+    float64}. All T terms for every image: slow for T = 1000.
     """
     totals = []
     with num_threads(threads):
@@ -90,11 +91,12 @@ def bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tenso
 
 
 def _summary(totals: torch.Tensor, diffusion: GaussianDiffusion) -> dict:
-    """{"bpd": mean, "se": standard error (NaN for one image), "num", "uniform"} of per-image bits/dim (N,)."""
+    """{"bpd": mean, "se": standard error (NaN for one image), "num", "uniform", "per_image": (N,) float64} of
+    per-image bits/dim (N,): per_image pairs two measures of the same images (their difference's standard error)."""
     totals = totals.double()
     se = totals.std().item() / len(totals) ** 0.5 if len(totals) > 1 else float("nan")
     return {"bpd": totals.mean().item(), "se": se, "num": len(totals),
-            "uniform": uniform_bits_per_dim(diffusion.data_bins)}
+            "uniform": uniform_bits_per_dim(diffusion.data_bins), "per_image": totals}
 
 
 def ode_bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.Tensor, *,

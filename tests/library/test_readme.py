@@ -60,8 +60,10 @@ NOT_RUN = {
     "DDPM_LITE_CACHE=/tmp/benchcache PYTHONPATH=. python benchmarks/bench_samplers.py --n 1000 --seeds 0 1 --nfes 5 "
     "10 20 50 --threads 2": "a 12-minute benchmark, run by hand; tests/book/test_bench_samplers.py runs its functions on a "
                            "stand-in model",
-    "PYTHONPATH=. python benchmarks/bench_samplers.py --n 1000 --seeds 0 1 --nfes 10 20 50 100 \\":
-        "a 10-minute benchmark (the score-based samplers), run by hand",
+    "PYTHONPATH=. python benchmarks/bench_samplers.py --n 1000 --seeds 0 1 2 --nfes 10 20 50 100 \\":
+        "a 20-minute benchmark (the score-based samplers), run by hand",
+    "PYTHONPATH=. python benchmarks/bench_likelihood.py --steps 50 --threads 2":
+        "a 15-minute benchmark (the exact likelihood on all held-out digits), run by hand",
     "PYTHONPATH=. python benchmarks/train_lever_models.py --out /tmp/lever": "trains the book's model twice more and "
                                                                            "benchmarks each (minutes), run by hand",
 }
