@@ -23,11 +23,11 @@ from typing import Iterator
 import torch
 
 from ._progress import progress_bar
+from ._random import randn_like
 from ._threads import Threads, num_threads
 from .diffusion import GaussianDiffusion, Model
 from .likelihood import DEFAULT_ODE_STEPS, Divergence, ode_log_likelihood
 from .losses import mean_flat
-from ._random import randn_like
 from .sampling import sample
 
 DIGITS_FD_MAX = 1437  # the floor compares as many real training digits as there are samples

@@ -11,8 +11,9 @@ This module writes it in u = log sigma^KE_t, the log of the noise level sigma^KE
     dx/du = sqrt(1 - alpha_bar) eps(x, t) - (1 - alpha_bar) x        (:func:`probability_flow_drift`)
 
 and solves it with Heun's method (the trapezoid rule, second order) between the diffusion's own levels, evenly spaced
-in u, so the network is only ever called at the time indices it was trained on (:func:`probability_flow_step`). DDIM with eta = 0
-is Euler's method on the same ODE (in x / sqrt(alpha_bar) and sigma^KE), DPM-Solver++ a multistep solver of it.
+in u, so the network is only ever called at the time indices it was trained on (:func:`probability_flow_step`).
+DDIM with eta = 0 is Euler's method on the same ODE (in x / sqrt(alpha_bar) and sigma^KE), DPM-Solver++ a
+multistep solver of it.
 
 An ODE maps the prior to the data one to one, so the density of a point follows from the instantaneous change of
 variables (Chen et al. 2018, Theorem 1): d log p(x(u)) / du = -div f(x(u), u), hence
@@ -71,11 +72,9 @@ def divergence(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, m
         raise ValueError(f"probes must be a positive integer, got {probes!r}")
     batch, dims = x.shape[0], x[0].numel()
     x = x.detach()
+    rows = None  # hutchinson's probes, (P B, D): Rademacher +-1
     if method == "hutchinson":
-        v = (randint(0, 2, (probes, *x.shape), generator, x.device) * 2 - 1).to(x.dtype)  # (P, B, ...)
-        rows = v.reshape(probes * batch, -1)
-    else:
-        v, rows = None, None
+        rows = (randint(0, 2, (probes * batch, dims), generator, x.device) * 2 - 1).to(x.dtype)
     total, value = torch.zeros(batch, dtype=x.dtype, device=x.device), None
     count = probes if method == "hutchinson" else dims
     per_pass = max(1, max_batch // batch)
