@@ -25,6 +25,7 @@ processes (``torchrun``): :mod:`ddpm_lite.distributed`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -44,7 +45,7 @@ from ._device import check_device_name
 from ._progress import progress_bar
 from ._threads import check_threads, num_threads
 from ._random import MAX_SEED, randint
-from .data import DATASETS, SPLITS, as_images, load_dataset
+from .data import DATASETS, SPLITS, as_images, load_dataset, load_dataset_with_labels
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .images import check_images
 from .unet import UNet, UNetConfig
@@ -99,6 +100,11 @@ class TrainConfig:
     device: str = _option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", resumable=True)
     threads: Union[int, str] = _option("auto", "CPU threads for torch: auto (the cores other programs leave free; "
                                        "ddpm_lite._threads) or a number", resumable=True)
+    conditional: bool = _option(False, "train on the class labels too (a class-conditional U-Net, UNetConfig."
+                                "num_classes); sample with classifier-free guidance (ddpm_lite.guidance)")
+    label_dropout: float = _option(0.1, "conditional: the probability that a training label is replaced by the null "
+                                   "class, which teaches the same network the unconditional model (Ho & Salimans "
+                                   "2022: 0.1 to 0.2)")
 
     def __post_init__(self):
         if self.dataset is not None and self.dataset not in DATASETS:
@@ -122,6 +128,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay!r}, {self.grad_clip!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) \
+                or not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must be a probability in [0, 1) (0: never the null class), got "
+                             f"{self.label_dropout!r}")
         if not all(math.isfinite(value) for value in (self.lr, self.weight_decay, self.grad_clip)):
             raise ValueError(f"lr, weight_decay and grad_clip must be finite, got {self.lr!r}, {self.weight_decay!r}, "
                              f"{self.grad_clip!r}")
@@ -190,6 +200,7 @@ def train_step(
     grad_clip: float = 1.0,
     bf16: bool = False,
     validate: bool = True,
+    labels: torch.Tensor | None = None,
 ) -> dict:
     """One iteration of Algorithm 1 on the batch x_start: (B, C, H, W).
 
@@ -197,10 +208,12 @@ def train_step(
     optimizer step on the mean loss, with the gradient norm clipped to ``grad_clip`` (0: no clipping), one
     learning-rate scheduler step and one EMA update. Returns training_losses' dict of detached (B,) tensors.
     validate=False skips training_losses' data check (:func:`train` checks its dataset once instead).
+    labels: (B,) class labels of a class-conditional model, passed as ``model(x_t, t, y=labels)``.
     """
+    network = model if labels is None else functools.partial(model, y=labels)
     with torch.autocast(x_start.device.type, dtype=torch.bfloat16, enabled=bf16):
         # lines 2-4 and the loss of line 5
-        terms = diffusion.training_losses(model, x_start, generator=generator, validate=validate)
+        terms = diffusion.training_losses(network, x_start, generator=generator, validate=validate)
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].mean().backward()
     if grad_clip > 0:
@@ -242,21 +255,30 @@ class TrainResult:
     configs: dict = field(default_factory=dict)  # model_config (None: your own model), diffusion_config, train_config
 
 
-def training_data(data, config: TrainConfig) -> tuple[torch.Tensor, TrainConfig, dict]:
-    """The training images (N, C, H, W) in [-1, 1], the config as the checkpoint records it, and a summary of the
-    data {"source", "shape", "checksum"} (resume checks that it is the same data).
+def training_data(data, config: TrainConfig, labels=None) -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig,
+                                                                     dict]:
+    """The training images (N, C, H, W) in [-1, 1], their class labels (N,) int64 when ``config.conditional`` (else
+    None), the config as the checkpoint records it, and a summary of the data {"source", "shape", "checksum"} (and
+    "label_checksum"; resume checks that it is the same data).
 
-    data None: ``config.data`` (a path) or else ``config.dataset``'s ``config.split``. Anything else: see
-    :func:`ddpm_lite.data.as_images`; a path is recorded in the config (``ddpm-lite train --resume`` reads it
-    again), other data are not (pass them again to resume).
+    data None: ``config.data`` (a path) or else ``config.dataset``'s ``config.split`` (with the dataset's labels when
+    conditional). Anything else: see :func:`ddpm_lite.data.as_images`, with ``labels`` (N,) class indices when
+    conditional; a path is recorded in the config (``ddpm-lite train --resume`` reads it again), other data are not
+    (pass them again to resume).
     """
+    if labels is not None and not config.conditional:
+        raise ValueError("labels were given but TrainConfig.conditional is False; set conditional=True to train on them")
     if data is None and config.data is not None:
         data = config.data
     if data is None:
         if config.dataset is None:
             raise ValueError("no training data: pass data=... (a tensor, Dataset, DataLoader or folder) or set "
                              "TrainConfig.dataset")
-        images = load_dataset(config.dataset, train=config.split == "train")  # digits: never the held-out split
+        train_split = config.split == "train"  # digits: never the held-out split
+        if config.conditional:
+            images, labels = load_dataset_with_labels(config.dataset, train=train_split)
+        else:
+            images = load_dataset(config.dataset, train=train_split)
         check_images(images, f"dataset {config.dataset!r}")  # once here, not at every step
         source = f"{config.dataset} ({config.split} split)"
     else:
@@ -266,12 +288,32 @@ def training_data(data, config: TrainConfig) -> tuple[torch.Tensor, TrainConfig,
         config = replace(config, dataset=None, data=str(data) if is_path else None)
         source = config.data if is_path else f"{type(data).__name__} passed to train()"
     summary = {"source": source, "shape": list(images.shape), "checksum": float(images.double().sum())}
-    return images, config, summary
+    if config.conditional:
+        labels = _check_labels(labels, len(images))
+        summary["label_checksum"] = int(labels.sum())
+    return images, labels, config, summary
 
 
-def _build_model(model, diffusion, data: torch.Tensor, config: TrainConfig):
-    """(network, its UNetConfig or None, the GaussianDiffusion), from what train() was given and the data's shape."""
+def _check_labels(labels, num_images: int) -> torch.Tensor:
+    """Class labels for conditional training: (N,) int64 in 0 ... K-1, one per image."""
+    if labels is None:
+        raise ValueError("conditional training on data of your own needs its class labels: train(..., data=images, "
+                         "labels=LABELS) with LABELS a (N,) tensor of class indices 0 ... K-1")
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != (num_images,):
+        raise ValueError(f"labels must be an integer tensor of shape ({num_images},), one class per image, got "
+                         f"{labels.dtype} {tuple(labels.shape)}")
+    if num_images and int(labels.min()) < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
+    return labels.long()
+
+
+def _build_model(model, diffusion, data: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None = None):
+    """(network, its UNetConfig or None, the GaussianDiffusion), from what train() was given and the data's shape;
+    conditional: the default U-Net gets num_classes = the largest label + 1."""
     default_model, default_diffusion = default_configs(config.dataset or tuple(data.shape[1:]))
+    if labels is not None:
+        default_model = replace(default_model, num_classes=int(labels.max()) + 1)
     if diffusion is None or isinstance(diffusion, DiffusionConfig):
         diffusion = GaussianDiffusion.from_config(diffusion or default_diffusion)
     if diffusion.config is None:
@@ -282,6 +324,7 @@ def _build_model(model, diffusion, data: torch.Tensor, config: TrainConfig):
                          "sampling; train on the full chain (pass the DiffusionConfig without timesteps)")
     if model is None or isinstance(model, UNetConfig):
         model_config = model or default_model
+        _check_classes(model_config, labels)
         expected = (model_config.image_channels, model_config.image_size, model_config.image_size)
         if tuple(data.shape[1:]) != expected:
             raise ValueError(f"the training images are {tuple(data.shape[1:])}, but the model config expects "
@@ -292,6 +335,16 @@ def _build_model(model, diffusion, data: torch.Tensor, config: TrainConfig):
         raise TypeError(f"model must be an nn.Module or a UNetConfig, got {type(model).__name__}")
     _check_output_shape(model, diffusion, data)
     return model, None, diffusion
+
+
+def _check_classes(model_config: UNetConfig, labels: torch.Tensor | None) -> None:
+    """A conditional run needs a U-Net with room for every label; an unconditional one a U-Net without classes."""
+    if labels is None and model_config.num_classes is not None:
+        raise ValueError(f"this U-Net is class-conditional (num_classes={model_config.num_classes}): train it with "
+                         "TrainConfig(conditional=True) (ddpm-lite train --conditional) and labels")
+    if labels is not None and (model_config.num_classes is None or int(labels.max()) >= model_config.num_classes):
+        raise ValueError(f"conditional training on labels up to {int(labels.max())} needs "
+                         f"UNetConfig(num_classes={int(labels.max()) + 1}) or more, got {model_config.num_classes}")
 
 
 def _check_output_shape(model: nn.Module, diffusion: GaussianDiffusion, data: torch.Tensor) -> None:
@@ -325,6 +378,7 @@ def train(
     train_config: TrainConfig | None = None,
     *,
     data=None,
+    labels=None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -336,6 +390,7 @@ def train(
     diffusion: a DiffusionConfig (or a GaussianDiffusion built from one); None: :func:`default_configs`.
     train_config: required (it says when to stop), e.g. ``TrainConfig(steps=2000)``.
     data: the training images (:func:`training_data`); None: ``train_config``'s dataset and split.
+    labels: (N,) class indices of ``data`` for ``train_config.conditional`` (a dataset brings its own).
     out_dir: where to write checkpoint.pt and log.jsonl; None keeps everything in memory.
     resume: continue the run in out_dir exactly where its checkpoint stopped (pass the same model and data);
     without it an existing checkpoint is never overwritten (FileExistsError).
@@ -351,16 +406,16 @@ def train(
         raise ValueError("resume=True needs the out_dir of the run to continue")
     if out_dir is not None:
         ckpt.check_run_dir(out_dir, resume)  # before joining any process group: every rank fails alike
-    images, config, data_summary = training_data(data, train_config)
+    images, labels, config, data_summary = training_data(data, train_config, labels)
     checkpoint = None
     if resume:
         checkpoint = ckpt.read_checkpoint(out_dir, "cpu", model=model if isinstance(model, nn.Module) else None)
         _check_resumable(checkpoint, model, diffusion, config, data_summary, out_dir)
-    net, model_config, diffusion = _build_model(model, diffusion, images, config)
+    net, model_config, diffusion = _build_model(model, diffusion, images, config, labels)
 
     dist, device = distributed.setup(config.device)
     try:
-        run = _Run(net, model_config, diffusion, config, images, data_summary, dist, device, out_dir)
+        run = _Run(net, model_config, diffusion, config, images, labels, data_summary, dist, device, out_dir)
         if checkpoint is not None:
             run.restore(checkpoint)
         else:
@@ -374,8 +429,12 @@ def train(
 class _Run:
     """The state of one training run (network, EMA, optimizer, RNG, step, log) and what it does between steps."""
 
-    def __init__(self, model, model_config, diffusion, config, data, data_summary, dist, device, out_dir):
+    def __init__(self, model, model_config, diffusion, config, data, labels, data_summary, dist, device, out_dir):
         self.model, self.model_config, self.diffusion, self.config = model.to(device), model_config, diffusion, config
+        self.labels = None if labels is None else labels.to(device)
+        # the null class: the U-Net's own, or (a network of your own) one past the largest label
+        self.null_class = None if labels is None else (
+            model_config.num_classes if model_config is not None else int(labels.max()) + 1)
         self.data, self.data_summary, self.dist, self.device, self.out_dir = data.to(device), data_summary, dist, \
             device, out_dir
         self.is_writer = dist.rank == 0 and out_dir is not None
@@ -400,10 +459,10 @@ class _Run:
         stop = self.should_stop()
         with _signals_set_a_flag(enabled=self.out_dir is not None) as signals:
             while not stop:
-                x_start = self.data[randint(0, len(self.data), (config.batch_size,), self.generator, self.device)]
-                terms = train_step(model, self.diffusion, self.optimizer, self.scheduler, self.ema, x_start,
+                index = randint(0, len(self.data), (config.batch_size,), self.generator, self.device)
+                terms = train_step(model, self.diffusion, self.optimizer, self.scheduler, self.ema, self.data[index],
                                    generator=self.generator, grad_clip=config.grad_clip, bf16=config.bf16,
-                                   validate=False)
+                                   validate=False, labels=self.batch_labels(index))
                 self.step += 1
                 bar.update(1)
                 stop = self.should_stop()
@@ -418,6 +477,14 @@ class _Run:
                    "train_config": config}
         return TrainResult(model=self.model, ema_model=self.ema.module.eval(), diffusion=self.diffusion,
                            history=self.history, step=self.step, configs=configs)
+
+    def batch_labels(self, index: torch.Tensor) -> torch.Tensor | None:
+        """The batch's labels, each replaced by the null class with probability label_dropout (Ho & Salimans 2022,
+        Algorithm 1): (B,) int64, or None for an unconditional run."""
+        if self.labels is None:
+            return None
+        drop = torch.rand(len(index), generator=self.generator, device=self.generator.device) < self.config.label_dropout
+        return torch.where(drop.to(self.device), self.null_class, self.labels[index])
 
     def should_stop(self) -> bool:
         """At config.steps, or after config.time_budget seconds (rank 0's clock decides for every process)."""
@@ -560,6 +627,8 @@ def _check_resumable(checkpoint: dict, model, diffusion, config: TrainConfig, da
         raise ValueError(f"the training data differ from the checkpoint's ({data_summary['source']}, "
                          f"{data_summary['shape']} vs {stored_data['source']}, {stored_data['shape']}); resume with "
                          "the same data")
+    if stored_data is not None and stored_data.get("label_checksum") != data_summary.get("label_checksum"):
+        raise ValueError("the training labels differ from the checkpoint's; resume with the same labels")
     for name, old in checkpoint["train_config"].items():
         new = getattr(config, name)
         if name not in RESUMABLE_CHANGES and new != old:

@@ -63,7 +63,8 @@ def _device_type(device: str | torch.device | None) -> str:
 
 # Config fields added after PRETRAINED_VERSION 5 whose default trains the same model as before they existed: they
 # enter the cache key only when set otherwise, so adding them does not retrain every reader's cached model.
-_ADDED_SINCE_VERSION_5 = {"min_snr_gamma": None, "threads": "auto", "num_classes": None}
+_ADDED_SINCE_VERSION_5 = {"min_snr_gamma": None, "threads": "auto", "num_classes": None, "conditional": False,
+                         "label_dropout": 0.1}
 
 
 def _key_fields(config) -> dict:

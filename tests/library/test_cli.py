@@ -31,6 +31,15 @@ def trained(tmp_path_factory):
     return work
 
 
+def test_train_conditional_writes_a_class_conditional_checkpoint(tmp_path):
+    done = ddpm_lite("train", "--dataset", "digits", "--steps", 2, "--batch-size", 8, "--conditional",
+                     "--label-dropout", "0.2", "--out", "c", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    checkpoint = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["model_config"]["num_classes"] == 10 and "class_embed.weight" in checkpoint["ema"]
+    assert checkpoint["train_config"]["conditional"] and checkpoint["train_config"]["label_dropout"] == 0.2
+
+
 def test_train_writes_a_checkpoint_and_a_log(trained):
     checkpoint = torch.load(trained / "run" / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 5 and checkpoint["train_config"]["batch_size"] == 8
@@ -214,6 +223,7 @@ def test_bad_reconstruct_and_eval_arguments(trained, inputs, args, fix, monkeypa
 @pytest.mark.parametrize("args, fix", [
     (["train", "--dataset", "faces", "--steps", "1", "--out", "x"], "--dataset"),
     (["train", "--steps", "-3", "--out", "x"], "--steps"),
+    (["train", "--steps", "1", "--conditional", "--label-dropout", "-0.1", "--out", "x"], "--label-dropout"),
     (["train", "--steps", "two", "--out", "x"], "--steps"),
     (["train", "--out", "x"], "--steps N, --time-budget"),
     (["train", "--steps", "1"], "--out"),
