@@ -3,7 +3,7 @@
     ddpm-lite train  [--dataset digits|mnist|... [--split train|test] | --data FOLDER_OR_NPY]
                      [--steps N | --time-budget SECONDS] [--batch-size B] [--seed S] --out DIR [--resume] ...
     ddpm-lite sample --checkpoint DIR --num N [--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|churn|pc|annealed_langevin]
-                     [--steps K] [--eta E] [--seed S] --out FILE
+                     [--steps K] [--eta E] [--class C|all [--guidance W]] [--seed S] --out FILE
 
     ddpm-lite reconstruct --checkpoint DIR --task denoise|inpaint|superres|sdedit --input FILE --out FILE
                      [--sigma S] [--mask FILE] [--method replace|repaint|ddnm] [--scale K] [--t T] [--steps K]
@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"ddpm, {DEFAULT_STEPS} for the others; dpmpp_2m matched the full chain with 10 on the digits model)")
     arg("--eta", type=_number(0, maximum=1, maximum_inclusive=True),
         help="DDIM noise in [0, 1]: 0 deterministic, 1 DDPM's variance (default 0; ddim only)")
+    arg("--class", dest="label", metavar="C", help="a class-conditional model (train --conditional): draw class C, "
+        "or 'all' for every class in turn (sample i has class i mod K: a .png grid shows one class per column)")
+    arg("--guidance", type=_number(-1), default=0.0, help="classifier-free guidance weight w >= -1 with --class: "
+        "(1 + w) eps(x, t, c) - w eps(x, t, null); 0 the conditional model (default), -1 the unconditional one")
     arg("--seed", type=_seed, default=0, help="random seed (default 0)")
     arg("--batch-size", type=_positive_int, default=256, help="samples per forward pass (default 256)")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -246,6 +250,7 @@ def run_sample(args) -> None:
 
     from ._io import write_atomic
     from .evaluation import sample_batches
+    from .guidance import ClassifierFreeGuidance
     from .images import MAX_GRID, save_images, write_npy
 
     out = _output_file(args.out)  # all of the output checks come before any sampling
@@ -254,20 +259,50 @@ def run_sample(args) -> None:
         raise UsageError(f"--num {args.num} is too many for a .png grid (at most {MAX_GRID}); write .npy instead")
     if args.eta is not None and args.sampler != "ddim":
         raise UsageError(f"--eta applies to --sampler ddim only; drop it for --sampler {args.sampler}")
+    if args.guidance != 0 and args.label is None:
+        raise UsageError("--guidance weighs a class against the null class: give --class C (or --class all)")
     model, diffusion, configs, device = _load_run(args)
+    classes = _classes(args, configs)  # None, or one list of labels per group of samples
     steps = _sampling_steps(args, diffusion.num_timesteps)
     image_shape = _image_shape(configs)
     _check_free_space(out, args.num * math.prod(image_shape) * 4)
-    batches = sample_batches(diffusion, model, args.num, image_shape, batch_size=args.batch_size,
-                             sampler=args.sampler, steps=steps, **({"eta": args.eta} if args.eta is not None else {}),
-                             generator=torch.Generator(device).manual_seed(args.seed), device=device,
-                             progress=not args.no_progress)
+    options = dict(sampler=args.sampler, steps=steps, **({"eta": args.eta} if args.eta is not None else {}),
+                   generator=torch.Generator(device).manual_seed(args.seed), device=device,
+                   progress=not args.no_progress, batch_size=args.batch_size)
+    if classes is None:
+        batches, nrow, what = sample_batches(diffusion, model, args.num, image_shape, **options), None, ""
+    else:  # each class in turn, interleaved so that sample i has class i mod K
+        per_class = [torch.cat(list(sample_batches(diffusion, ClassifierFreeGuidance(model, c, args.guidance),
+                                                   args.num // len(classes), image_shape, **options)))
+                     for c in classes]
+        batches = [torch.stack(per_class, dim=1).flatten(0, 1)]
+        nrow = len(classes) if len(classes) > 1 else None
+        what = f", class {args.label}, guidance {args.guidance:g}"
     if png:
-        save_images(torch.cat(list(batches)), out)
+        save_images(torch.cat(list(batches)), out, nrow=nrow)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda f: write_npy(f, (args.num, *image_shape), batches))
-    print(f"wrote {args.num} samples ({args.sampler}, {steps} steps) to {out}")
+    print(f"wrote {args.num} samples ({args.sampler}, {steps} steps{what}) to {out}")
+
+
+def _classes(args, configs: dict) -> list[int] | None:
+    """--class: the labels to draw ([c], or every class for 'all'), checked against the checkpoint; None without."""
+    if args.label is None:
+        return None
+    num_classes = configs["model_config"].num_classes if configs["model_config"] is not None else None
+    if num_classes is None:
+        raise UsageError("--class needs a class-conditional model; this checkpoint is unconditional (train one with "
+                         "ddpm-lite train --conditional)")
+    if args.label == "all":
+        if args.num % num_classes:
+            raise UsageError(f"--class all draws every one of the {num_classes} classes equally often: give a --num "
+                             f"divisible by {num_classes}, e.g. {num_classes * max(1, args.num // num_classes)}")
+        return list(range(num_classes))
+    if not args.label.isdigit() or not 0 <= int(args.label) < num_classes:
+        raise UsageError(f"--class must be a class 0 ... {num_classes - 1} of this model, or 'all'; got "
+                         f"{args.label!r}")
+    return [int(args.label)]
 
 
 def _image_shape(configs: dict) -> tuple[int, int, int]:

@@ -31,13 +31,49 @@ def trained(tmp_path_factory):
     return work
 
 
-def test_train_conditional_writes_a_class_conditional_checkpoint(tmp_path):
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A 2-step class-conditional digits run, "c"."""
+    work = tmp_path_factory.mktemp("conditional")
     done = ddpm_lite("train", "--dataset", "digits", "--steps", 2, "--batch-size", 8, "--conditional",
-                     "--label-dropout", "0.2", "--out", "c", "--no-progress", cwd=tmp_path)
+                     "--label-dropout", "0.2", "--out", "c", "--no-progress", cwd=work)
     assert done.returncode == 0, done.stderr
-    checkpoint = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    return work
+
+
+def test_train_conditional_writes_a_class_conditional_checkpoint(conditional):
+    checkpoint = torch.load(conditional / "c" / "checkpoint.pt", weights_only=True)
     assert checkpoint["model_config"]["num_classes"] == 10 and "class_embed.weight" in checkpoint["ema"]
     assert checkpoint["train_config"]["conditional"] and checkpoint["train_config"]["label_dropout"] == 0.2
+
+
+def test_sample_one_class_with_guidance_and_every_class_in_a_grid(conditional, monkeypatch, capsys):
+    monkeypatch.chdir(conditional)
+    assert main(["sample", "--checkpoint", "c", "--num", "3", "--steps", "3", "--class", "7", "--guidance", "2",
+                 "--out", "sevens.npy", "--no-progress"]) == 0
+    assert np.load(conditional / "sevens.npy").shape == (3, 1, 8, 8)
+    assert "class 7, guidance 2" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", "c", "--num", "20", "--steps", "2", "--class", "all", "--out",
+                 "grid.png", "--no-progress"]) == 0
+    assert (conditional / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["--checkpoint", "c", "--class", "12"], "0 ... 9"),
+    (["--checkpoint", "c", "--class", "seven"], "0 ... 9"),
+    (["--checkpoint", "c", "--class", "all", "--num", "15"], "divisible by 10"),
+    (["--checkpoint", "c", "--guidance", "1"], "give --class"),
+    (["--checkpoint", "c", "--class", "3", "--guidance", "-2"], ">= -1"),
+    (["--checkpoint", "u", "--class", "3"], "unconditional"),
+])
+def test_bad_class_arguments_name_the_fix(conditional, trained, args, fix, monkeypatch, capsys):
+    monkeypatch.chdir(conditional)
+    if not (conditional / "u").exists():
+        (conditional / "u").symlink_to(trained / "run")  # an unconditional run beside the conditional one
+    assert main(["sample", *args, "--out", "x.npy", "--steps", "2"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fix in lines[0], lines
+    assert not (conditional / "x.npy").exists()
 
 
 def test_train_writes_a_checkpoint_and_a_log(trained):
