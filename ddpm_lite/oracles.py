@@ -40,6 +40,20 @@ class GaussianMixtureOracle:
         r = torch.softmax(log_r, dim=1)
         return (1 - alpha_bar[:, :, 0]).sqrt() * (r[:, :, None] * centred / variance).sum(1)
 
+    def class_logits(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log p(k | x_t) + const for each component k, read as the class of x_0: (B, K) logits, exact (the
+        responsibilities of eps*). Call it like a noise-aware classifier."""
+        m = self.mixture
+        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t)  # (B, 1)
+        variance = alpha_bar * m.std**2 + 1 - alpha_bar  # (B, 1)
+        centred = x_t[:, None, :] - alpha_bar.sqrt()[:, :, None] * m.means.to(x_t)[None]  # (B, K, D)
+        return m.weights.to(x_t).log()[None] - 0.5 * (centred**2).sum(-1) / variance
+
+    def component(self, k: int) -> "GaussianMixtureOracle":
+        """The exact eps* of class k alone, x_0 ~ N(m_k, s^2 I): the conditional model of a labelled mixture."""
+        m = self.mixture
+        return GaussianMixtureOracle(self.schedule, GaussianMixture([1.0], m.means[k:k + 1], m.std))
+
     def score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad_x log q(x_t) = -eps*(x_t, t) / sqrt(1 - alpha_bar_t): (B, D)."""
         return -self(x_t, t) / (1 - extract(self.schedule.alphas_cumprod, t, x_t)).sqrt()
