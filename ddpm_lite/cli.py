@@ -514,13 +514,16 @@ def _add_eval_parser(commands) -> None:
         "L_T + sum L_{t-1} (the same decoder L_0 for the grey levels).")
     arg = ev.add_argument
     arg("--checkpoint", required=True, metavar="DIR", help="a run directory (or its checkpoint.pt)")
-    arg("--metric", required=True, choices=("fd", "bpd", "nll"),
-        help="fd (digits models only), bpd (the variational bound) or nll (the ODE's exact likelihood, in bits/dim)")
-    arg("--num", type=_positive_int, help="fd: samples, 2 ... 1437 (default 1000); bpd, nll: images (default: all "
-        "held-out digits, or 1000)")
+    arg("--metric", required=True, choices=("fd", "bpd", "nll", "classes"),
+        help="fd (digits models only), bpd (the variational bound), nll (the ODE's exact likelihood, in bits/dim) or "
+             "classes (class-conditional digits models: the share of each class's samples read as that class)")
+    arg("--num", type=_positive_int, help="fd: samples, 2 ... 1437 (default 1000); classes: samples per class "
+        "(default 100); bpd, nll: images (default: all held-out digits, or 1000)")
     arg("--split", choices=SPLITS, default="test", help="bpd, nll: which split of the model's dataset (default test, "
         "the held-out images)")
     arg("--data", metavar="PATH", help="bpd, nll: held-out images (a folder or .npy) instead of the dataset's split")
+    arg("--guidance", type=_number(-1), default=0.0, help="classes: classifier-free guidance weight w >= -1 "
+        "(default 0, the conditional model)")
     arg("--ode-steps", type=_positive_int, default=DEFAULT_ODE_STEPS, help=f"nll: Heun steps of the ODE, two "
         f"network evaluations each (default {DEFAULT_ODE_STEPS})")
     arg("--divergence", choices=DIVERGENCES, default="exact", help="nll: exact (one backward pass per dimension; "
@@ -539,13 +542,28 @@ def run_eval(args) -> None:
     import torch
 
     from .data import load_dataset
-    from .evaluation import bits_per_dim, digits_frechet_distance, ode_bits_per_dim
+    from .evaluation import bits_per_dim, class_accuracy, digits_frechet_distance, ode_bits_per_dim
 
     model, diffusion, configs, device = _load_run(args)
     train_config = configs["train_config"]
     dataset, T = train_config.dataset, diffusion.num_timesteps
     steps = _sampling_steps(args, T)
     progress = not args.no_progress
+    if args.metric == "classes":
+        if dataset != "digits" or configs["model_config"] is None or configs["model_config"].num_classes is None:
+            raise UsageError("--metric classes needs a class-conditional digits model (ddpm-lite train --dataset "
+                             "digits --conditional): the book's digit classifier reads its samples")
+        try:
+            result = class_accuracy(diffusion, model, args.num or 100, guidance=args.guidance, seed=args.seed,
+                                    batch_size=args.batch_size, device=device, progress=progress,
+                                    sampler=args.sampler, steps=steps)
+        except ValueError as exc:
+            raise UsageError(f"--num: {exc}") from None
+        shares = " ".join(f"{c}:{100 * a:.0f}%" for c, a in enumerate(result["accuracy"]))
+        print(f"classes read as asked (guidance {args.guidance:g}, {args.sampler}, {steps} steps): {shares}; lowest "
+              f"{100 * min(result['accuracy']):.1f}%. FD {result['fd']:.2f} of all {result['num']} samples against "
+              f"the 360 held-out digits; floor at n = {result['num']}: {result['floor']:.2f}")
+        return
     if args.metric == "fd":
         if dataset != "digits":
             raise UsageError(f"--metric fd needs the digit classifier, so digits models only (this one: "

@@ -8,6 +8,8 @@ Quality is measured on held-out data, never on the training split:
 * :func:`bits_per_dim`: the variational bound L_T + sum L_{t-1} + L_0 in bits per dimension (Ho et al. eq. (5)),
   with the bound of a uniform distribution over the data's grey levels beside it, log2(data_bins): a model above
   that reference is broken or untrained.
+* :func:`class_accuracy` (class-conditional digits models): samples of every class with classifier-free guidance,
+  the share the book's digit classifier reads as the class asked for, and the FD of all of them with its floor.
 * :func:`ode_bits_per_dim`: the same quantity with the exact likelihood of the probability-flow ODE in place of the
   bound's L_T + sum L_{t-1} (:mod:`ddpm_lite.likelihood`); the data's grey levels are handled exactly as in the
   bound, by the same decoder L_0.
@@ -65,6 +67,39 @@ def digits_frechet_distance(diffusion: GaussianDiffusion, model: Model, num: int
                                             generator=generator, device=device, progress=progress,
                                             **sampler_options)))
     return {"fd": digits_fd(samples), "floor": real_vs_real_floor(num, seed=seed), "num": num}
+
+
+def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: int = 100, *, guidance: float = 0.0,
+                   seed: int = 0, batch_size: int = 500, device=None, progress: bool = False,
+                   **sampler_options) -> dict:
+    """A class-conditional digits model, sampled ``num_per_class`` times for each of its classes with classifier-free
+    guidance ``guidance`` (:class:`~ddpm_lite.guidance.ClassifierFreeGuidance`): the share of each class's samples
+    that the book's digit classifier (trained on the training digits) reads as that class, and the Frechet distance
+    of all samples against the 360 held-out digits with the floor at that n (:func:`digits_frechet_distance`'s).
+
+    Returns {"accuracy": list of K shares, "fd", "floor", "num": all samples, "guidance"}.
+    """
+    from .book.classifier import classify_digits, digits_fd, real_vs_real_floor
+    from .guidance import ClassifierFreeGuidance
+
+    num_classes = getattr(model, "null_class", None)
+    if num_classes is None:
+        raise ValueError("class_accuracy needs a class-conditional model (a UNet with UNetConfig(num_classes=...))")
+    total = num_per_class * num_classes
+    if not 2 <= total <= DIGITS_FD_MAX:
+        raise ValueError(f"{num_per_class} samples per class make {total}; the Frechet distance needs 2 ... "
+                         f"{DIGITS_FD_MAX} samples in all")
+    generator = torch.Generator(device or "cpu").manual_seed(seed)
+    samples, accuracy = [], []
+    for c in range(num_classes):
+        guided = ClassifierFreeGuidance(model, c, guidance)
+        x = torch.cat(list(sample_batches(diffusion, guided, num_per_class, (1, 8, 8), batch_size=batch_size,
+                                          generator=generator, device=device, progress=progress,
+                                          **sampler_options)))
+        accuracy.append((classify_digits(x)[0] == c).double().mean().item())
+        samples.append(x)
+    return {"accuracy": accuracy, "fd": digits_fd(torch.cat(samples)), "floor": real_vs_real_floor(total, seed=seed),
+            "num": total, "guidance": guidance}
 
 
 def uniform_bits_per_dim(data_bins: int) -> float:

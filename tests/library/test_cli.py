@@ -58,6 +58,19 @@ def test_sample_one_class_with_guidance_and_every_class_in_a_grid(conditional, m
     assert (conditional / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_classes_reads_each_class(conditional, trained, monkeypatch, capsys):
+    import re
+
+    monkeypatch.chdir(conditional)
+    assert main(["eval", "--checkpoint", "c", "--metric", "classes", "--num", "3", "--steps", "2", "--guidance",
+                 "1", "--no-progress"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert len(re.findall(r"\b\d:\d+%", line)) == 10 and "floor at n = 30" in line and "guidance 1" in line
+    monkeypatch.chdir(trained)  # an unconditional checkpoint: one line naming the fix
+    assert main(["eval", "--checkpoint", "run", "--metric", "classes"]) == 2
+    assert "--conditional" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, fix", [
     (["--checkpoint", "c", "--class", "12"], "0 ... 9"),
     (["--checkpoint", "c", "--class", "seven"], "0 ... 9"),
