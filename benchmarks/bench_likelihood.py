@@ -15,16 +15,11 @@ quotes the JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-RESULTS = Path(__file__).parent / "results"
+from results_file import write_results
 
 
 def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -89,13 +84,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = measure(args.steps, args.convergence_steps, args.convergence_images, args.seed)
-    result["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                         "torch": torch.__version__, "wall_s": time.perf_counter() - start}
-    result["command"] = " ".join(["python", *sys.argv])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "likelihood.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "likelihood.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("likelihood", result, markdown(result), start, threads=args.threads)
 
 
 if __name__ == "__main__":

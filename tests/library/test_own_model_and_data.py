@@ -3,6 +3,7 @@
 An MLP (not a U-Net) trained on a tensor, a Dataset, a DataLoader and a folder of PNGs; checkpointed, resumed bit
 for bit, reloaded, sampled and scored; the MNIST test split from the offline copy; and the one-line errors.
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -207,3 +208,24 @@ def test_the_command_trains_on_a_chosen_split(tmp_path):
     assert done.returncode == 0, done.stderr
     _, _, configs = dl.load_checkpoint(tmp_path / "b")
     assert configs["train_config"].split == "test" and configs["data"]["shape"] == [10000, 1, 28, 28]
+
+
+@pytest.mark.skipif(not (MNIST_ROOT / "MNIST" / "raw").is_dir(), reason="the offline MNIST test split is not here")
+def test_a_conditional_unet_on_the_mnist_test_split_trains_and_draws_a_class(monkeypatch, tmp_path):
+    """Offline: MNIST's test split with its labels, a class-conditional U-Net, guided samples of one class."""
+    from ddpm_lite.guidance import ClassifierFreeGuidance
+
+    monkeypatch.setenv("DDPM_LITE_DATA", str(MNIST_ROOT))
+    model_config, diffusion_config = dl.default_configs("mnist")
+    small = dataclasses.replace(model_config, base_channels=16, channel_mult=(1, 2), attention_resolutions=(),
+                                num_classes=10)
+    result = dl.train(small, dataclasses.replace(diffusion_config, num_timesteps=50),
+                      dl.TrainConfig(dataset="mnist", split="test", steps=2, batch_size=8, conditional=True,
+                                     threads=1), out_dir=tmp_path / "c", progress=False)
+    model, diffusion, configs = dl.load_checkpoint(tmp_path / "c")
+    assert configs["model_config"].num_classes == 10 and configs["data"]["label_checksum"] > 0
+    shape = (2, small.image_channels, small.image_size, small.image_size)
+    with torch.no_grad():
+        x = dl.sample(diffusion, ClassifierFreeGuidance(model, 3, 1.0), shape, steps=3,
+                      generator=torch.Generator().manual_seed(0))
+    assert x.shape == shape and bool(torch.isfinite(x).all()) and result.step == 2

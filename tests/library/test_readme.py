@@ -62,6 +62,8 @@ NOT_RUN = {
                            "stand-in model",
     "PYTHONPATH=. python benchmarks/bench_samplers.py --n 1000 --seeds 0 1 2 --nfes 10 20 50 100 \\":
         "a 20-minute benchmark (the score-based samplers), run by hand",
+    ".venv/bin/python benchmarks/bench_conditional.py --seeds 0 1":
+        "trains two conditional models for 180 s each and scores them (10 minutes), run by hand",
     "PYTHONPATH=. python benchmarks/bench_likelihood.py --steps 50 --threads 2":
         "a 15-minute benchmark (the exact likelihood on all held-out digits), run by hand",
     "PYTHONPATH=. python benchmarks/train_lever_models.py --out /tmp/lever": "trains the book's model twice more and "
