@@ -17,6 +17,13 @@ def randn(shape, generator: torch.Generator | None = None, device=None, dtype=No
     return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device or generator.device)
 
 
+def rand(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Uniform [0, 1) float32 of ``shape`` on ``device``, drawn as :func:`randn` draws."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device or generator.device)
+
+
 def randint(low: int, high: int, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Integers uniform in [low, high), int64, of ``shape`` on ``device``, drawn as :func:`randn` draws."""
     if generator is None:

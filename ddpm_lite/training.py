@@ -44,7 +44,7 @@ from . import distributed
 from ._device import check_device_name
 from ._progress import progress_bar
 from ._threads import check_threads, num_threads
-from ._random import MAX_SEED, randint
+from ._random import MAX_SEED, rand, randint
 from .data import DATASETS, SPLITS, as_images, load_dataset, load_dataset_with_labels
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .images import check_images
@@ -483,8 +483,8 @@ class _Run:
         Algorithm 1): (B,) int64, or None for an unconditional run."""
         if self.labels is None:
             return None
-        drop = torch.rand(len(index), generator=self.generator, device=self.generator.device) < self.config.label_dropout
-        return torch.where(drop.to(self.device), self.null_class, self.labels[index])
+        drop = rand(len(index), self.generator, self.device) < self.config.label_dropout
+        return torch.where(drop, self.null_class, self.labels[index])
 
     def should_stop(self) -> bool:
         """At config.steps, or after config.time_budget seconds (rank 0's clock decides for every process)."""
