@@ -66,9 +66,9 @@ def train_noisy_classifier(diffusion: GaussianDiffusion, images: torch.Tensor, l
     images, labels = images.to(device), labels.long().to(device)
     for _ in range(steps):
         index = randint(0, len(images), (batch_size,), generator, device)
-        t = diffusion.sample_timesteps(batch_size, device, generator=generator)
-        x_t = diffusion.q_sample(images[index], t, noise=torch.randn(images[index].shape, generator=generator)
-                                 .to(images.device), validate=False)
+        x_start, t = images[index], diffusion.sample_timesteps(batch_size, device, generator=generator)
+        x_t = diffusion.q_sample(x_start, t, noise=torch.randn(x_start.shape, generator=generator).to(x_start.device),
+                                 validate=False)
         loss = F.cross_entropy(classifier(x_t, t), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -69,6 +69,17 @@ def digits_frechet_distance(diffusion: GaussianDiffusion, model: Model, num: int
     return {"fd": digits_fd(samples), "floor": real_vs_real_floor(num, seed=seed), "num": num}
 
 
+def sample_classes(diffusion: GaussianDiffusion, model: Model, classes: list[int], num_per_class: int,
+                   image_shape: tuple[int, ...], *, guidance: float = 0.0, **options) -> list[torch.Tensor]:
+    """``num_per_class`` samples of each class of a class-conditional model with classifier-free guidance
+    ``guidance`` (:class:`~ddpm_lite.guidance.ClassifierFreeGuidance`), class after class with one generator:
+    a list of (num_per_class, *image_shape) tensors. options: as :func:`sample_batches`."""
+    from .guidance import ClassifierFreeGuidance
+
+    return [torch.cat(list(sample_batches(diffusion, ClassifierFreeGuidance(model, c, guidance), num_per_class,
+                                          image_shape, **options))) for c in classes]
+
+
 def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: int = 100, *, guidance: float = 0.0,
                    seed: int = 0, batch_size: int = 500, device=None, progress: bool = False,
                    **sampler_options) -> dict:
@@ -80,7 +91,6 @@ def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: in
     Returns {"accuracy": list of K shares, "fd", "floor", "num": all samples, "guidance"}.
     """
     from .book.classifier import classify_digits, digits_fd, real_vs_real_floor
-    from .guidance import ClassifierFreeGuidance
 
     num_classes = getattr(model, "null_class", None)
     if num_classes is None:
@@ -89,15 +99,10 @@ def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: in
     if not 2 <= total <= DIGITS_FD_MAX:
         raise ValueError(f"{num_per_class} samples per class make {total}; the Frechet distance needs 2 ... "
                          f"{DIGITS_FD_MAX} samples in all")
-    generator = torch.Generator(device or "cpu").manual_seed(seed)
-    samples, accuracy = [], []
-    for c in range(num_classes):
-        guided = ClassifierFreeGuidance(model, c, guidance)
-        x = torch.cat(list(sample_batches(diffusion, guided, num_per_class, (1, 8, 8), batch_size=batch_size,
-                                          generator=generator, device=device, progress=progress,
-                                          **sampler_options)))
-        accuracy.append((classify_digits(x)[0] == c).double().mean().item())
-        samples.append(x)
+    samples = sample_classes(diffusion, model, list(range(num_classes)), num_per_class, (1, 8, 8), guidance=guidance,
+                             batch_size=batch_size, generator=torch.Generator(device or "cpu").manual_seed(seed),
+                             device=device, progress=progress, **sampler_options)
+    accuracy = [(classify_digits(x)[0] == c).double().mean().item() for c, x in enumerate(samples)]
     return {"accuracy": accuracy, "fd": digits_fd(torch.cat(samples)), "floor": real_vs_real_floor(total, seed=seed),
             "num": total, "guidance": guidance}
 
@@ -151,6 +156,7 @@ def ode_bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.T
     dict plus "decoder" and "kl", the means of the two parts in bits/dim, and "nfe".
     """
     totals, decoders, nfe = [], [], 0
+    variance = 1 - diffusion.schedule.alphas_cumprod[0].item()  # of q(x_1 | x_0)
     with num_threads(threads):
         for batch in progress_bar(list(images.split(batch_size)), desc="ODE bits/dim", enabled=progress):
             x_start = batch.to(device)
@@ -159,7 +165,6 @@ def ode_bits_per_dim(diffusion: GaussianDiffusion, model: Model, images: torch.T
             x_1 = diffusion.q_sample(x_start, t, noise=noise)
             with torch.no_grad():
                 decoder = diffusion.vb_terms_bpd(model, x_start, x_1, t, clip_denoised=True)["output"]  # L_0
-            variance = 1 - diffusion.schedule.alphas_cumprod[0].item()
             log_q = -0.5 * mean_flat(noise**2) - 0.5 * math.log(2 * math.pi * variance)  # per dimension, nats
             ode = ode_log_likelihood(diffusion, model, x_1, steps=steps, divergence_method=divergence_method,
                                      probes=probes, generator=generator)

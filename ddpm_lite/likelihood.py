@@ -28,7 +28,7 @@ Like the rest of the diffusion math, this module never imports the network. Shap
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 
@@ -37,7 +37,7 @@ from .diffusion import GaussianDiffusion, Model
 from .schedules import logsnr_timesteps
 
 Divergence = Literal["exact", "hutchinson"]
-DIVERGENCES = ("exact", "hutchinson")
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 DEFAULT_ODE_STEPS = 50  # Heun steps of the likelihood ODE (at most 100 network evaluations)
 MAX_BATCH = 4096  # images per forward pass when the exact divergence replicates the batch D times
 

@@ -31,23 +31,24 @@ class GaussianMixtureOracle:
         self.schedule = schedule
         self.mixture = mixture
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _posterior(self, x_t: torch.Tensor, t: torch.Tensor):
+        """(alpha_bar (B, 1, 1), v_t (B, 1, 1), x_t - sqrt(alpha_bar) m_k (B, K, D), log r_k + const (B, K))."""
         m = self.mixture
         alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t)[:, :, None]  # (B, 1, 1)
         variance = alpha_bar * m.std**2 + 1 - alpha_bar  # v_t
         centred = x_t[:, None, :] - alpha_bar.sqrt() * m.means.to(x_t)[None]  # (B, K, D)
         log_r = m.weights.to(x_t).log()[None] - 0.5 * (centred**2).sum(-1) / variance[:, :, 0]  # (B, K)
+        return alpha_bar, variance, centred, log_r
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha_bar, variance, centred, log_r = self._posterior(x_t, t)
         r = torch.softmax(log_r, dim=1)
         return (1 - alpha_bar[:, :, 0]).sqrt() * (r[:, :, None] * centred / variance).sum(1)
 
     def class_logits(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log p(k | x_t) + const for each component k, read as the class of x_0: (B, K) logits, exact (the
         responsibilities of eps*). Call it like a noise-aware classifier."""
-        m = self.mixture
-        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t)  # (B, 1)
-        variance = alpha_bar * m.std**2 + 1 - alpha_bar  # (B, 1)
-        centred = x_t[:, None, :] - alpha_bar.sqrt()[:, :, None] * m.means.to(x_t)[None]  # (B, K, D)
-        return m.weights.to(x_t).log()[None] - 0.5 * (centred**2).sum(-1) / variance
+        return self._posterior(x_t, t)[3]
 
     def component(self, k: int) -> "GaussianMixtureOracle":
         """The exact eps* of class k alone, x_0 ~ N(m_k, s^2 I): the conditional model of a labelled mixture."""
