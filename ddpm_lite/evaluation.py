@@ -73,7 +73,7 @@ def sample_classes(diffusion: GaussianDiffusion, model: Model, classes: list[int
                    image_shape: tuple[int, ...], *, guidance: float = 0.0, **options) -> list[torch.Tensor]:
     """``num_per_class`` samples of each class of a class-conditional model with classifier-free guidance
     ``guidance`` (:class:`~ddpm_lite.guidance.ClassifierFreeGuidance`), class after class with one generator:
-    a list of (num_per_class, *image_shape) tensors. options: as :func:`sample_batches`."""
+    a list of (num_per_class, C, H, W) tensors. options: as :func:`sample_batches`."""
     from .guidance import ClassifierFreeGuidance
 
     return [torch.cat(list(sample_batches(diffusion, ClassifierFreeGuidance(model, c, guidance), num_per_class,
