@@ -26,7 +26,7 @@ from .images import check_images, load_images, save_images
 from .diffusion import DiffusionConfig, GaussianDiffusion
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .metrics import feature_statistics, frechet_distance
-from .oracles import GaussianMixtureOracle, quantize
+from .oracles import GaussianMixtureOracle, LabelledMixtureOracle, quantize
 from .sampling import (
     SAMPLERS, respace, sample, sample_loop_progressive, sample_trajectory, sampler_timesteps, space_timesteps,
 )
@@ -87,6 +87,7 @@ __all__ = [  # in the order of the API reference
     "num_threads",
     # oracles
     "GaussianMixtureOracle",
+    "LabelledMixtureOracle",
     "quantize",
     # metrics
     "frechet_distance",

@@ -42,8 +42,7 @@ class GaussianMixtureOracle:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha_bar, variance, centred, log_r = self._posterior(x_t, t)
-        r = torch.softmax(log_r, dim=1)
-        return (1 - alpha_bar[:, :, 0]).sqrt() * (r[:, :, None] * centred / variance).sum(1)
+        return _eps(alpha_bar, variance, centred, torch.softmax(log_r, dim=1))
 
     def class_logits(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log p(k | x_t) + const for each component k, read as the class of x_0: (B, K) logits, exact (the
@@ -68,6 +67,55 @@ class GaussianMixtureOracle:
         log_std = torch.full_like(x[:, None, :], math.log(m.std))
         per_dim = discretized_gaussian_log_likelihood(x[:, None, :], m.means.to(x)[None], log_std, num_bins)
         return torch.logsumexp(m.weights.to(x).log()[None] + per_dim.sum(-1), dim=1)
+
+
+def _eps(alpha_bar: torch.Tensor, variance: torch.Tensor, centred: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """sqrt(1 - alpha_bar_t) sum_k r_k (x_t - sqrt(alpha_bar_t) m_k) / v_t: (B, D), from :meth:`_posterior`'s parts
+    and weights r (B, K) (the responsibilities, or one class's indicator)."""
+    return (1 - alpha_bar[:, :, 0]).sqrt() * (r[:, :, None] * centred / variance).sum(1)
+
+
+class LabelledMixtureOracle:
+    """The exact class-conditional eps*(x_t, t, y) of a labelled mixture whose classes are its components.
+
+    y = k < K: component k alone, E[eps | x_t, class k]; y = K (:attr:`null_class`): the whole mixture's eps*, the
+    unconditional model. Call it like a class-conditional network, ``model(x_t, t, y)`` with x_t: (B, D), t: (B,),
+    y: (B,) -> (B, D), so :class:`~ddpm_lite.guidance.ClassifierFreeGuidance` guides it as it guides a U-Net.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, mixture: GaussianMixture):
+        self.oracle = GaussianMixtureOracle(schedule, mixture)
+        self.null_class = len(mixture.weights)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        alpha_bar, variance, centred, log_r = self.oracle._posterior(x_t, t)
+        y = torch.as_tensor(y, device=x_t.device).long().expand(x_t.shape[0])
+        labelled = (y < self.null_class)[:, None]
+        one_hot = torch.nn.functional.one_hot(y.clamp_max(self.null_class - 1), self.null_class).to(log_r)
+        return _eps(alpha_bar, variance, centred, torch.where(labelled, one_hot, torch.softmax(log_r, dim=1)))
+
+    def guided_log_density(self, x: torch.Tensor, y: int, guidance: float) -> torch.Tensor:
+        """(1 + w) log p(x | y) - w log p(x) for x (N, D) -> (N,) float64: the log density, up to a constant, of
+        p(x | y)^{1 + w} p(x)^{-w}, the data distribution that guidance with weight w tilts p(x | y) towards
+        (Ho & Salimans 2022, Sec. 3.2). Normalise it on a grid."""
+        m = self.oracle.mixture
+        log_joint = m._component_log_probs(x)  # (N, K): log w_k + log N(x; m_k, s^2 I)
+        log_conditional = log_joint[:, y] - m.weights[y].log()
+        return (1 + guidance) * log_conditional - guidance * torch.logsumexp(log_joint, dim=1)
+
+    def guided_moments(self, y: int, guidance: float, points: int = 801) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (D,) and covariance (D, D), float64, of p(x | y)^{1 + w} p(x)^{-w} normalised, by quadrature on a
+        grid of ``points`` per axis spanning every component's mean +- 8 std (D = 1 or 2)."""
+        m = self.oracle.mixture
+        if m.dim > 2:
+            raise ValueError(f"guided_moments integrates on a grid, in 1 or 2 dimensions; this mixture has {m.dim}")
+        axes = [torch.linspace(lo - 8 * m.std, hi + 8 * m.std, points, dtype=torch.float64)
+                for lo, hi in zip(m.means.min(0).values.tolist(), m.means.max(0).values.tolist())]
+        x = torch.stack([g.flatten() for g in torch.meshgrid(*axes, indexing="ij")], dim=1)  # (points^D, D)
+        p = torch.softmax(self.guided_log_density(x, y, guidance), dim=0)  # equal cells: weights sum to 1
+        mean = p @ x
+        centred = x - mean
+        return mean, (p[:, None] * centred).T @ centred
 
 
 class GaussianOracle:

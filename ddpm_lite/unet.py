@@ -397,9 +397,10 @@ class UNet(nn.Module):
         return y.long()
 
 
-def trace(model: UNet, x: torch.Tensor, t: torch.Tensor | int) -> list[dict]:
+def trace(model: UNet, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor | None = None) -> list[dict]:
     """Run one forward pass and record, per top-level block in execution order: name,
-    block type, input shape (of its first argument), output shape, parameter count."""
+    block type, input shape (of its first argument), output shape, parameter count. y: class labels (B,) of a
+    class-conditional U-Net (its null class when None)."""
     blocks = []
     for name, child in model.named_children():
         if isinstance(child, nn.ModuleList):
@@ -418,7 +419,7 @@ def trace(model: UNet, x: torch.Tensor, t: torch.Tensor | int) -> list[dict]:
     handles = [block.register_forward_hook(record(name)) for name, block in blocks]
     try:
         with torch.no_grad():
-            model(x, t)
+            model(x, t) if y is None else model(x, t, y)
     finally:
         for handle in handles:
             handle.remove()

@@ -40,12 +40,14 @@ PRETRAINED_THREADS = 2  # a fixed count: the reduction order of some kernels dep
 # 11.8 and 92%. The previous recipe, 800 x 64 on 1 thread (76 s), 13.4 and 88%.
 
 
-def pretrained_digits_configs(device: str | torch.device | None = None):
+def pretrained_digits_configs(device: str | torch.device | None = None, conditional: bool = False):
     """(model_config, diffusion_config, train_config) of the cached digits model trained on ``device``.
 
     device: where it is trained; None picks cuda when a GPU is present, else cpu
     (:func:`~ddpm_lite.default_device`). Only the device's type enters the config ("cpu" or "cuda"),
-    so every GPU shares one cache entry.
+    so every GPU shares one cache entry. conditional: the class-conditional model of the guidance chapter instead
+    (``UNetConfig(num_classes=10)``, trained with its labels and the default label dropout, the same recipe
+    otherwise).
     """
     model_config, diffusion_config = default_configs("digits")
     # An eps-model, whatever the package's default: the chapters teach L_simple and Algorithm 2 in terms of
@@ -54,6 +56,9 @@ def pretrained_digits_configs(device: str | torch.device | None = None):
     diffusion_config = replace(diffusion_config, model_mean_type="eps")
     train_config = TrainConfig(dataset="digits", steps=PRETRAINED_STEPS, batch_size=PRETRAINED_BATCH_SIZE, seed=0,
                                device=_device_type(device), log_every=25)
+    if conditional:
+        model_config = replace(model_config, num_classes=10)
+        train_config = replace(train_config, conditional=True)
     return model_config, diffusion_config, train_config
 
 
@@ -72,45 +77,47 @@ def _key_fields(config) -> dict:
             if not (name in _ADDED_SINCE_VERSION_5 and value == _ADDED_SINCE_VERSION_5[name])}
 
 
-def pretrained_digits_path(cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Path:
+def pretrained_digits_path(cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                           conditional: bool = False) -> Path:
     """Where the cached checkpoint lives: ``CACHE/pretrained/digits-<hash of the configs>.pt``."""
-    model_config, diffusion_config, train_config = pretrained_digits_configs(device)
+    model_config, diffusion_config, train_config = pretrained_digits_configs(device, conditional=conditional)
     key = json.dumps({"version": PRETRAINED_VERSION, "model": _key_fields(model_config),
                       "diffusion": _key_fields(diffusion_config), "train": _key_fields(train_config)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "pretrained" / f"digits-{digest}.pt"
+    return root / "pretrained" / f"digits-{'conditional-' if conditional else ''}{digest}.pt"
 
 
 def load_pretrained_digits(cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                           device: str | torch.device | None = None):
+                           device: str | torch.device | None = None, conditional: bool = False):
     """The cached digits model: (ema_model in eval mode on ``device``, diffusion). Trains it first if the cache lacks it.
 
     device: where the model is trained (when not cached) and returned; None: cuda when a GPU is present, else cpu.
+    conditional: the class-conditional model (:func:`pretrained_digits_configs`), cached beside the other.
     progress: show a progress bar while training; None (the default) shows one in Colab only, so the built book
     stays free of it. Training is deterministic for a given machine (fixed seed and step count, not a time budget).
     """
     device = default_device("auto" if device is None else str(device))
-    path = pretrained_digits_path(cache_dir, device)
+    path = pretrained_digits_path(cache_dir, device, conditional)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(path.with_suffix(".lock")):
             if not path.is_file():  # another process may have trained it while we waited for the lock
-                _train_into(path, in_colab() if progress is None else progress, device)
+                _train_into(path, in_colab() if progress is None else progress, device, conditional)
     model, diffusion, _ = load_checkpoint(path, device=device)
     return model, diffusion
 
 
-def pretrained_digits_log(cache_dir: str | os.PathLike | None = None,
-                          device: str | torch.device | None = None) -> list[dict]:
+def pretrained_digits_log(cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                          conditional: bool = False) -> list[dict]:
     """The loss log (log.jsonl records) of the cached model's training on ``device``; trains it first if needed."""
-    load_pretrained_digits(cache_dir, device=device)
-    return read_log(pretrained_digits_path(cache_dir, device).with_suffix(".log.jsonl"))
+    load_pretrained_digits(cache_dir, device=device, conditional=conditional)
+    return read_log(pretrained_digits_path(cache_dir, device, conditional).with_suffix(".log.jsonl"))
 
 
-def _train_into(path: Path, progress: bool, device: torch.device) -> None:
+def _train_into(path: Path, progress: bool, device: torch.device, conditional: bool) -> None:
     """Train in a private folder beside ``path``, then move the checkpoint and log into place (atomic renames)."""
-    model_config, diffusion_config, train_config = pretrained_digits_configs(device)
+    model_config, diffusion_config, train_config = pretrained_digits_configs(device, conditional=conditional)
     work = Path(tempfile.mkdtemp(dir=path.parent, prefix=".training-"))
     threads = torch.get_num_threads()
     try:

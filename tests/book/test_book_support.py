@@ -87,7 +87,7 @@ def test_a_gpu_model_is_cached_apart_from_the_cpu_one(tmp_path, monkeypatch):
 @pytest.fixture
 def recorded_training(monkeypatch):
     """load_pretrained_digits with a 2-step tiny model, recording the device and progress flag it trains with."""
-    def tiny_configs(device=None):
+    def tiny_configs(device=None, conditional=False):
         return TINY, SHORT, TrainConfig(steps=2, batch_size=8, warmup_steps=1, device=pretrained._device_type(device))
 
     monkeypatch.setattr(pretrained, "pretrained_digits_configs", tiny_configs)

@@ -239,3 +239,79 @@ def test_inpainting_as_a_class_is_one_line(method):
                                 generator=torch.Generator().manual_seed(0))
         assert torch.equal(filled[c][..., :4], x_known[..., :4])
     assert (filled[0][..., 4:] - filled[2][..., 4:]).abs().max() > 1e-3
+
+
+# A labelled 2-D mixture whose classes overlap: three components of std 0.5 (issue 20's oracle tests, the chapter's).
+LABELLED = dl.GaussianMixture(torch.full((3,), 1 / 3), torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]]), 0.5)
+
+
+def test_the_labelled_oracle_is_each_component_and_the_null_class_the_mixture():
+    schedule = dl.NoiseSchedule.from_name("cosine", 100)
+    labelled = dl.LabelledMixtureOracle(schedule, LABELLED)
+    whole = dl.GaussianMixtureOracle(schedule, LABELLED)
+    x_t = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.randint(0, 100, (60,), generator=torch.Generator().manual_seed(1))
+    y = torch.arange(60) % 4  # 3 is the null class
+    eps = labelled(x_t, t, y)
+    for k in range(3):
+        assert_close(eps[y == k], whole.component(k)(x_t[y == k], t[y == k]), rtol=0, atol=1e-12)
+    assert_close(eps[y == 3], whole(x_t[y == 3], t[y == 3]), rtol=0, atol=1e-12)
+    # the guided density at w = 0 is the class's own: its moments are the component's
+    mean, covariance = labelled.guided_moments(1, 0.0)
+    assert_close(mean, LABELLED.means[1], rtol=0, atol=1e-6)
+    assert_close(covariance, 0.25 * torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("w", [0.5, 3.0])
+def test_guidance_between_two_gaussians_of_one_covariance_samples_the_tilted_gaussian(w):
+    """p(x | c) = N(mu, s^2 I), p(x) = N(m, s^2 I): p(x | c)^{1 + w} p(x)^{-w} = N((1 + w) mu - w m, s^2 I), and the
+    guided eps is exactly that Gaussian's eps* at every t (eps* is affine in the mean), in float64; DDPM with it
+    draws the tilted Gaussian: the mean within 4 standard errors, the variance within 4 of its standard errors."""
+    schedule = dl.NoiseSchedule.from_name("cosine", 200)
+    mu, m, s = torch.tensor([[1.0, -0.5]]), torch.tensor([[0.0, 0.5]]), 0.4
+    conditional = dl.GaussianMixtureOracle(schedule, dl.GaussianMixture([1.0], mu, s))
+    unconditional = dl.GaussianMixtureOracle(schedule, dl.GaussianMixture([1.0], m, s))
+    tilted_mean = (1 + w) * mu - w * m
+    tilted = dl.GaussianMixtureOracle(schedule, dl.GaussianMixture([1.0], tilted_mean, s))
+
+    def model(x_t, t, y):  # class 0, null class 1
+        return torch.where((y == 0)[:, None], conditional(x_t, t), unconditional(x_t, t))
+
+    guided = ClassifierFreeGuidance(model, 0, w, null_class=1)
+    x_t = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.arange(200)
+    assert_close(guided(x_t, t), tilted(x_t, t), rtol=0, atol=1e-12)
+
+    n = 4000
+    x = dl.sample(dl.GaussianDiffusion(schedule), guided, (n, 2), sampler="ddpm", clip_denoised=False,
+                  generator=torch.Generator().manual_seed(1)).double()
+    se_mean = s / n**0.5
+    assert (x.mean(0) - tilted_mean[0]).abs().max() < 4 * se_mean
+    se_variance = s**2 * (2 / (n - 1)) ** 0.5
+    assert (x.var(0) - s**2).abs().max() < 4 * se_variance
+
+
+def test_guidance_on_a_mixture_overshoots_the_tilt_and_langevin_at_the_last_level_finds_it():
+    """With overlapping classes CFG is not a sampler of p(x | c)^{1 + w} p(x)^{-w} (Chidambaram et al. 2024;
+    Bradley & Nakkiran 2024): at w = 1 the samples' mean lies beyond the tilted law's, away from the other classes,
+    by more than 10 standard errors. The guided eps at the lowest noise level is the tilt's score (of p_t, within
+    the level's blur), and Langevin dynamics on it, started from the CFG samples, draws the tilted law: mean within
+    4 standard errors."""
+    from ddpm_lite.score import langevin_dynamics
+
+    schedule = dl.NoiseSchedule.from_name("cosine", 1000)
+    labelled = dl.LabelledMixtureOracle(schedule, LABELLED)
+    w, n = 1.0, 4000
+    tilted_mean, tilted_covariance = labelled.guided_moments(0, w)
+    guided = ClassifierFreeGuidance(labelled, 0, w)
+    x = dl.sample(dl.GaussianDiffusion(schedule), guided, (n, 2), sampler="ddpm", clip_denoised=False,
+                  generator=torch.Generator().manual_seed(0)).double()
+    se = (torch.diagonal(tilted_covariance) / n).sqrt()
+    assert x.mean(0)[0] < tilted_mean[0] - 10 * se[0]  # further left than the tilt: away from class 1
+
+    level = 7  # sqrt(1 - alpha_bar) = 0.022, 4 % of the components' std
+    sigma = (1 - schedule.alphas_cumprod[level]).sqrt()
+    t = torch.full((n,), level)
+    x = langevin_dynamics(lambda z: -guided(z, t) / sigma, x, step_size=0.01, num_steps=1000,
+                          generator=torch.Generator().manual_seed(1))
+    assert ((x.mean(0) - tilted_mean).abs() < 4 * se).all()

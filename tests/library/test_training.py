@@ -184,7 +184,7 @@ def tiny_pretrained(monkeypatch):
     """load_pretrained_digits with the tiny model (3 steps), counting how often it trains."""
     from ddpm_lite.book import pretrained
 
-    monkeypatch.setattr(pretrained, "pretrained_digits_configs", lambda device=None: (TINY, SHORT, tiny_config(steps=3)))
+    monkeypatch.setattr(pretrained, "pretrained_digits_configs", lambda device=None, conditional=False: (TINY, SHORT, tiny_config(steps=3)))
     calls = []
     real_train = pretrained.train
 
@@ -212,7 +212,7 @@ def test_pretrained_trains_once_then_loads_from_the_cache(tmp_path, tiny_pretrai
     assert suffixes == ["lock", "log.jsonl", "pt"]  # no temporary files left behind
     assert [r["step"] for r in pretrained.pretrained_digits_log(tmp_path)][-1] == 3
     # Another config is another cache entry.
-    monkeypatch.setattr(pretrained, "pretrained_digits_configs", lambda device=None: (TINY, SHORT, tiny_config(steps=4)))
+    monkeypatch.setattr(pretrained, "pretrained_digits_configs", lambda device=None, conditional=False: (TINY, SHORT, tiny_config(steps=4)))
     pretrained.load_pretrained_digits(cache_dir=tmp_path)
     assert calls == [1, 1]
     monkeypatch.setenv("DDPM_LITE_CACHE", str(tmp_path / "elsewhere"))
