@@ -96,8 +96,9 @@ class LabelledMixtureOracle:
 
     def guided_log_density(self, x: torch.Tensor, y: int, guidance: float) -> torch.Tensor:
         """(1 + w) log p(x | y) - w log p(x) for x (N, D) -> (N,) float64: the log density, up to a constant, of
-        p(x | y)^{1 + w} p(x)^{-w}, the data distribution that guidance with weight w tilts p(x | y) towards
-        (Ho & Salimans 2022, Sec. 3.2). Normalise it on a grid."""
+        the tilted law p(x | y)^{1 + w} p(x)^{-w}, whose noised versions' scores guidance with weight w follows at
+        each level (Ho & Salimans 2022, Sec. 3.2). Guided samplers do not draw it exactly (Bradley & Nakkiran
+        2025); :meth:`guided_moments` integrates it on a grid."""
         m = self.oracle.mixture
         log_joint = m._component_log_probs(x)  # (N, K): log w_k + log N(x; m_k, s^2 I)
         log_conditional = log_joint[:, y] - m.weights[y].log()

@@ -292,8 +292,8 @@ def test_guidance_between_two_gaussians_of_one_covariance_samples_the_tilted_gau
 
 
 def test_guidance_on_a_mixture_overshoots_the_tilt_and_langevin_at_the_last_level_finds_it():
-    """With overlapping classes CFG is not a sampler of p(x | c)^{1 + w} p(x)^{-w} (Chidambaram et al. 2024;
-    Bradley & Nakkiran 2024): at w = 1 the samples' mean lies beyond the tilted law's, away from the other classes,
+    """With overlapping classes CFG is not a sampler of p(x | c)^{1 + w} p(x)^{-w} (Bradley & Nakkiran,
+    TMLR 2025): at w = 1 the samples' mean lies beyond the tilted law's, away from the other classes,
     by more than 10 standard errors. The guided eps at the lowest noise level is the tilt's score (of p_t, within
     the level's blur), and Langevin dynamics on it, started from the CFG samples, draws the tilted law: mean within
     4 standard errors."""
