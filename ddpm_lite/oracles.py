@@ -90,15 +90,24 @@ class LabelledMixtureOracle:
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         alpha_bar, variance, centred, log_r = self.oracle._posterior(x_t, t)
         y = torch.as_tensor(y, device=x_t.device).long().expand(x_t.shape[0])
+        if ((y < 0) | (y > self.null_class)).any():
+            raise ValueError(f"labels must be classes 0 ... {self.null_class - 1} or the null class "
+                             f"{self.null_class}, got {sorted(set(y.tolist()))}")
         labelled = (y < self.null_class)[:, None]
         one_hot = torch.nn.functional.one_hot(y.clamp_max(self.null_class - 1), self.null_class).to(log_r)
         return _eps(alpha_bar, variance, centred, torch.where(labelled, one_hot, torch.softmax(log_r, dim=1)))
 
+    def class_logits(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log p(y | x_t) + const for each class y: (B, K), exact (:meth:`GaussianMixtureOracle.class_logits`).
+        Call it like a noise-aware classifier, for classifier guidance."""
+        return self.oracle.class_logits(x_t, t)
+
     def guided_log_density(self, x: torch.Tensor, y: int, guidance: float) -> torch.Tensor:
         """(1 + w) log p(x | y) - w log p(x) for x (N, D) -> (N,) float64: the log density, up to a constant, of
-        the tilted law p(x | y)^{1 + w} p(x)^{-w}, whose noised versions' scores guidance with weight w follows at
-        each level (Ho & Salimans 2022, Sec. 3.2). Guided samplers do not draw it exactly (Bradley & Nakkiran
-        2025); :meth:`guided_moments` integrates it on a grid."""
+        the tilted law p(x | y)^{1 + w} p(x)^{-w} of the clean data (Ho & Salimans 2022, Sec. 3.2). At each level t
+        guidance with weight w follows the score of q_t(x | y)^{1 + w} q_t(x)^{-w}, which is not the noised version
+        of this law (the two agree as t -> 0), so guided samplers do not draw it exactly (Bradley & Nakkiran 2025).
+        :meth:`guided_moments` integrates it on a grid."""
         m = self.oracle.mixture
         log_joint = m._component_log_probs(x)  # (N, K): log w_k + log N(x; m_k, s^2 I)
         log_conditional = log_joint[:, y] - m.weights[y].log()

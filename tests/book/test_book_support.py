@@ -1,4 +1,5 @@
 """ddpm_lite.book apart from the library: imported lazily; the cache in Colab's Drive; the device and progress bar."""
+import dataclasses
 import subprocess
 import sys
 import types
@@ -75,6 +76,18 @@ def test_the_cpu_model_keeps_its_cache_name(tmp_path):
     would retrain every reader's cached model. Bump PRETRAINED_VERSION, and this name, when that is intended."""
     assert pretrained.pretrained_digits_path(tmp_path, device="cpu").name == "digits-fe3fbe3c1f537881.pt"
     assert pretrained.pretrained_digits_configs("cpu")[2].device == "cpu"
+
+
+def test_the_conditional_model_is_the_same_recipe_with_labels_cached_apart(tmp_path):
+    """The guidance chapter's model: the unconditional configs plus num_classes=10 and conditional training with the
+    default label dropout, under its own cache name (the unconditional name is unchanged, test above)."""
+    model_config, diffusion_config, train_config = pretrained.pretrained_digits_configs("cpu", conditional=True)
+    plain = pretrained.pretrained_digits_configs("cpu")
+    assert model_config == dataclasses.replace(plain[0], num_classes=10) and diffusion_config == plain[1]
+    assert train_config == dataclasses.replace(plain[2], conditional=True) and train_config.label_dropout == 0.1
+    path = pretrained.pretrained_digits_path(tmp_path, device="cpu", conditional=True)
+    assert path.name.startswith("digits-conditional-") and path.parent == tmp_path / "pretrained"
+    assert path.name != pretrained.pretrained_digits_path(tmp_path, device="cpu").name
 
 
 def test_a_gpu_model_is_cached_apart_from_the_cpu_one(tmp_path, monkeypatch):
