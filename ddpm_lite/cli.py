@@ -250,6 +250,7 @@ def run_sample(args) -> None:
 
     from ._io import write_atomic
     from .evaluation import sample_batches, sample_classes
+    from .guidance import ClassifierFreeGuidance
     from .images import MAX_GRID, save_images, write_npy
 
     out = _output_file(args.out)  # all of the output checks come before any sampling
@@ -271,8 +272,8 @@ def run_sample(args) -> None:
     if classes is None:
         batches, nrow, what = sample_batches(diffusion, model, args.num, image_shape, **options), None, ""
     else:  # each class in turn, interleaved so that sample i has class i mod K
-        per_class = sample_classes(diffusion, model, classes, args.num // len(classes), image_shape,
-                                   guidance=args.guidance, **options)
+        per_class = sample_classes(diffusion, lambda c: ClassifierFreeGuidance(model, c, args.guidance), classes,
+                                   args.num // len(classes), image_shape, **options)
         batches = [torch.stack(per_class, dim=1).flatten(0, 1)]
         nrow = len(classes) if len(classes) > 1 else None
         what = f", class {args.label}, guidance {args.guidance:g}"

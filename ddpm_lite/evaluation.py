@@ -20,7 +20,7 @@ Samples come from one default sampler (:data:`ddpm_lite.sampling.DEFAULT_SAMPLER
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -69,15 +69,13 @@ def digits_frechet_distance(diffusion: GaussianDiffusion, model: Model, num: int
     return {"fd": digits_fd(samples), "floor": real_vs_real_floor(num, seed=seed), "num": num}
 
 
-def sample_classes(diffusion: GaussianDiffusion, model: Model, classes: list[int], num_per_class: int,
-                   image_shape: tuple[int, ...], *, guidance: float = 0.0, **options) -> list[torch.Tensor]:
-    """``num_per_class`` samples of each class of a class-conditional model with classifier-free guidance
-    ``guidance`` (:class:`~ddpm_lite.guidance.ClassifierFreeGuidance`), class after class with one generator:
-    a list of (num_per_class, C, H, W) tensors. options: as :func:`sample_batches`."""
-    from .guidance import ClassifierFreeGuidance
-
-    return [torch.cat(list(sample_batches(diffusion, ClassifierFreeGuidance(model, c, guidance), num_per_class,
-                                          image_shape, **options))) for c in classes]
+def sample_classes(diffusion: GaussianDiffusion, model_of_class: Callable[[int], Model], classes: Iterable[int],
+                   num_per_class: int, image_shape: tuple[int, ...], **options) -> list[torch.Tensor]:
+    """``num_per_class`` samples of each class c from ``model_of_class(c)`` (a guided model, e.g.
+    ``lambda c: ClassifierFreeGuidance(model, c, w)``), class after class with one generator: a list of
+    (num_per_class, C, H, W) tensors. options: as :func:`sample_batches`."""
+    return [torch.cat(list(sample_batches(diffusion, model_of_class(c), num_per_class, image_shape, **options)))
+            for c in classes]
 
 
 def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: int = 100, *, guidance: float = 0.0,
@@ -91,6 +89,7 @@ def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: in
     Returns {"accuracy": list of K shares, "fd", "floor", "num": all samples, "guidance"}.
     """
     from .book.classifier import classify_digits, digits_fd, real_vs_real_floor
+    from .guidance import ClassifierFreeGuidance
 
     num_classes = getattr(model, "null_class", None)
     if num_classes is None:
@@ -99,9 +98,9 @@ def class_accuracy(diffusion: GaussianDiffusion, model: Model, num_per_class: in
     if not 2 <= total <= DIGITS_FD_MAX:
         raise ValueError(f"{num_per_class} samples per class make {total}; the Frechet distance needs 2 ... "
                          f"{DIGITS_FD_MAX} samples in all")
-    samples = sample_classes(diffusion, model, list(range(num_classes)), num_per_class, (1, 8, 8), guidance=guidance,
-                             batch_size=batch_size, generator=torch.Generator(device or "cpu").manual_seed(seed),
-                             device=device, progress=progress, **sampler_options)
+    samples = sample_classes(diffusion, lambda c: ClassifierFreeGuidance(model, c, guidance), range(num_classes),
+                             num_per_class, (1, 8, 8), batch_size=batch_size, device=device, progress=progress,
+                             generator=torch.Generator(device or "cpu").manual_seed(seed), **sampler_options)
     accuracy = [(classify_digits(x)[0] == c).double().mean().item() for c, x in enumerate(samples)]
     return {"accuracy": accuracy, "fd": digits_fd(torch.cat(samples)), "floor": real_vs_real_floor(total, seed=seed),
             "num": total, "guidance": guidance}
